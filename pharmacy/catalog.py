@@ -1,0 +1,181 @@
+"""Products and their identifiers: lookup by NDC-10, NDC-11, GTIN-14 or name."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any
+
+from pharmacy.clock import iso
+from pharmacy.errors import BadInput, UnknownProduct
+from pharmacy.ids import (
+    Gtin,
+    Ndc,
+    classify_identifier,
+    gtin_from_ndc,
+    ndc_digits_from_gtin,
+    parse_hyphenated_ndc,
+)
+from pharmacy.money import fmt, to_cents
+from pharmacy.store import Store
+
+DEA_SCHEDULES = ("CI", "CII", "CIII", "CIV", "CV")
+INDIA_SCHEDULES = ("G", "H", "H1", "X")
+
+
+@dataclass(frozen=True)
+class Product:
+    ndc: Ndc
+    ndc11: str
+    gtin: Gtin
+    name: str
+    generic_name: str | None
+    ingredients: tuple[str, ...]
+    strength: str | None
+    dosage_form: str | None
+    route: str | None
+    unit: str
+    pack_size: int
+    price_cents: int
+    tax_rate_bp: int
+    rx_only: bool
+    dea_schedule: str | None
+    india_schedule: str | None
+    cmea: bool
+    pse_mg_per_unit: float | None
+    appl: str | None
+    manufacturer: str | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ingredients"] = list(self.ingredients)
+        d["price"] = fmt(self.price_cents)
+        del d["price_cents"]
+        return d
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Product:
+        return cls(
+            ndc=Ndc(row["ndc"]), ndc11=row["ndc11"], gtin=Gtin(row["gtin"]), name=row["name"],
+            generic_name=row["generic_name"], ingredients=tuple(json.loads(row["ingredients"])),
+            strength=row["strength"], dosage_form=row["dosage_form"], route=row["route"],
+            unit=row["unit"], pack_size=row["pack_size"], price_cents=row["price_cents"],
+            tax_rate_bp=row["tax_rate_bp"], rx_only=bool(row["rx_only"]),
+            dea_schedule=row["dea_schedule"], india_schedule=row["india_schedule"],
+            cmea=bool(row["cmea"]), pse_mg_per_unit=row["pse_mg_per_unit"], appl=row["appl"],
+            manufacturer=row["manufacturer"], attrs=json.loads(row["attrs"]),
+        )
+
+
+def product_from_json(d: Mapping[str, Any]) -> Product:
+    """Validate one catalog entry (demo catalog, head-office push, CLI)."""
+    try:
+        parts = parse_hyphenated_ndc(str(d["ndc"]))
+        name = str(d["name"]).strip()
+    except KeyError as e:
+        raise BadInput(f"catalog entry lacks {e.args[0]}", code="BAD_CATALOG_ENTRY") from None
+    if not name:
+        raise BadInput(f"catalog entry {parts.ndc10} has no name", code="BAD_CATALOG_ENTRY")
+    dea = d.get("dea_schedule")
+    if dea not in (None, *DEA_SCHEDULES):
+        raise BadInput(f"{parts.ndc10}: DEA schedule {dea!r} is not CI..CV",
+                       code="BAD_CATALOG_ENTRY")
+    india = d.get("india_schedule")
+    if india not in (None, *INDIA_SCHEDULES):
+        raise BadInput(f"{parts.ndc10}: India schedule {india!r} is not G/H/H1/X",
+                       code="BAD_CATALOG_ENTRY")
+    pack = int(d.get("pack_size", 1))
+    if pack < 1:
+        raise BadInput(f"{parts.ndc10}: pack size must be at least 1", code="BAD_CATALOG_ENTRY")
+    gtin = gtin_from_ndc(parts)
+    if d.get("gtin") and d["gtin"] != gtin:
+        raise BadInput(f"{parts.ndc10}: GTIN {d['gtin']} does not embed this NDC (expected {gtin})",
+                       code="BAD_CATALOG_ENTRY")
+    pse = d.get("pse_mg_per_unit")
+    return Product(
+        ndc=parts.ndc10, ndc11=parts.ndc11, gtin=gtin, name=name,
+        generic_name=d.get("generic_name"), ingredients=tuple(d.get("ingredients", ())),
+        strength=d.get("strength"), dosage_form=d.get("dosage_form"), route=d.get("route"),
+        unit=str(d.get("unit", "each")), pack_size=pack,
+        price_cents=to_cents(d.get("price", "0"), field="price"),
+        tax_rate_bp=int(d.get("tax_rate_bp", 0)), rx_only=bool(d.get("rx_only", False)),
+        dea_schedule=dea, india_schedule=india, cmea=bool(d.get("cmea", False)),
+        pse_mg_per_unit=None if pse is None else float(pse), appl=d.get("appl"),
+        manufacturer=d.get("manufacturer"), attrs=dict(d.get("attrs", {})),
+    )
+
+
+_COLUMNS = ("ndc", "ndc11", "ndc_digits", "gtin", "name", "generic_name", "ingredients",
+            "strength", "dosage_form", "route", "unit", "pack_size", "price_cents", "tax_rate_bp",
+            "rx_only", "dea_schedule", "india_schedule", "cmea", "pse_mg_per_unit", "appl",
+            "manufacturer", "attrs", "updated_at")
+
+
+def upsert_products(store: Store, products: Iterable[Product]) -> int:
+    now = iso(store.clock())
+    rows = [
+        (p.ndc, p.ndc11, p.ndc.replace("-", ""), p.gtin, p.name, p.generic_name,
+         json.dumps(list(p.ingredients)), p.strength, p.dosage_form, p.route, p.unit, p.pack_size,
+         p.price_cents, p.tax_rate_bp, int(p.rx_only), p.dea_schedule, p.india_schedule,
+         int(p.cmea), p.pse_mg_per_unit, p.appl, p.manufacturer,
+         json.dumps(p.attrs, sort_keys=True), now)
+        for p in products
+    ]
+    placeholders = ", ".join("?" for _ in _COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "ndc")
+    with store.transaction() as c:
+        c.executemany(
+            f"INSERT INTO products ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
+            f"ON CONFLICT(ndc) DO UPDATE SET {updates}",
+            rows,
+        )
+    return len(rows)
+
+
+def lookup(conn: sqlite3.Connection, identifier: str) -> Product:
+    """Find a product by NDC (any form) or GTIN-14. Raises UnknownProduct or BadInput."""
+    kind, value = classify_identifier(identifier)
+    if kind == "ndc10":
+        row = conn.execute("SELECT * FROM products WHERE ndc = ?", (value,)).fetchone()
+    elif kind == "ndc11":
+        row = conn.execute("SELECT * FROM products WHERE ndc11 = ?", (value,)).fetchone()
+    elif kind == "digits10":
+        row = conn.execute("SELECT * FROM products WHERE ndc_digits = ?", (value,)).fetchone()
+    else:
+        row = conn.execute("SELECT * FROM products WHERE gtin = ?", (value,)).fetchone()
+        if row is None:  # a case or pallet GTIN (indicator 1-8) embeds the same NDC
+            digits = ndc_digits_from_gtin(Gtin(value))
+            if digits is not None:
+                row = conn.execute(
+                    "SELECT * FROM products WHERE ndc_digits = ?", (digits,)
+                ).fetchone()
+    if row is None:
+        raise UnknownProduct(
+            f"{identifier} is not in this store's catalog", code="UNKNOWN_PRODUCT",
+            identifier=identifier,
+        )
+    return Product.from_row(row)
+
+
+def search(conn: sqlite3.Connection, text: str, limit: int = 20) -> list[Product]:
+    like = f"%{text.strip()}%"
+    rows = conn.execute(
+        "SELECT * FROM products WHERE name LIKE ? OR generic_name LIKE ? "
+        "ORDER BY name LIMIT ?",
+        (like, like, limit),
+    ).fetchall()
+    return [Product.from_row(r) for r in rows]
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM products").fetchone()[0])
+
+
+def demo_catalog() -> list[Product]:
+    """The team-written demo catalog shipped with pharmos (pharmacy/data/demo_catalog.json)."""
+    raw = resources.files("pharmacy.data").joinpath("demo_catalog.json").read_text("utf-8")
+    return [product_from_json(d) for d in json.loads(raw)["products"]]

@@ -1,0 +1,116 @@
+"""Typed identifiers and the NDC / GTIN-14 arithmetic (REGULATIONS.md §6.1–6.2)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import NewType
+
+from pharmacy.errors import BadInput
+
+Ndc = NewType("Ndc", str)  # hyphenated NDC-10, e.g. "0093-0058-01"
+Ndc11 = NewType("Ndc11", str)  # 11 digits, 5-4-2 billing form without hyphens
+Gtin = NewType("Gtin", str)  # 14 digits
+BatchId = NewType("BatchId", str)
+ReplicaId = NewType("ReplicaId", str)
+SaleId = NewType("SaleId", str)
+EventId = NewType("EventId", str)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+_HYPHENATED = re.compile(r"^(\d{4,5})-(\d{3,4})-(\d{1,2})$")
+_PATTERNS = {(4, 4, 2), (5, 3, 2), (5, 4, 1)}
+
+
+@dataclass(frozen=True)
+class NdcParts:
+    labeler: str
+    product: str
+    package: str
+
+    @property
+    def ndc10(self) -> Ndc:
+        return Ndc(f"{self.labeler}-{self.product}-{self.package}")
+
+    @property
+    def digits10(self) -> str:
+        return self.labeler + self.product + self.package
+
+    @property
+    def ndc11(self) -> Ndc11:
+        return Ndc11(self.labeler.zfill(5) + self.product.zfill(4) + self.package.zfill(2))
+
+
+def parse_hyphenated_ndc(text: str) -> NdcParts:
+    """Parse a hyphenated NDC-10 in one of the three legal configurations."""
+    m = _HYPHENATED.match(text.strip())
+    if not m or tuple(len(g) for g in m.groups()) not in _PATTERNS:
+        raise BadInput(
+            f"'{text}' is not an NDC-10 in 4-4-2, 5-3-2 or 5-4-1 form",
+            code="BAD_NDC",
+        )
+    return NdcParts(*m.groups())
+
+
+def gs1_check_digit(body: str) -> int:
+    """GS1 mod-10 check digit for the digits before the check digit."""
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        total += int(ch) * (3 if i % 2 == 0 else 1)
+    return (10 - total % 10) % 10
+
+
+def gtin_from_ndc(parts: NdcParts, indicator: int = 0) -> Gtin:
+    body = f"{indicator}03{parts.digits10}"
+    return Gtin(body + str(gs1_check_digit(body)))
+
+
+def validate_gtin14(text: str) -> Gtin:
+    t = text.strip()
+    if not re.fullmatch(r"\d{14}", t):
+        raise BadInput(f"'{text}' is not a 14-digit GTIN", code="BAD_GTIN")
+    if gs1_check_digit(t[:13]) != int(t[13]):
+        raise BadInput(
+            f"GTIN {t} has a bad check digit (expected {gs1_check_digit(t[:13])})",
+            code="GTIN_CHECK_DIGIT",
+        )
+    return Gtin(t)
+
+
+def ndc_digits_from_gtin(gtin: Gtin) -> str | None:
+    """The 10 NDC digits embedded in a US pharmaceutical GTIN-14 (indicator + '03' + NDC)."""
+    if gtin[1:3] != "03":
+        return None
+    return gtin[3:13]
+
+
+def classify_identifier(text: str) -> tuple[str, str]:
+    """Return (kind, normalized) for an NDC or GTIN typed or scanned at the counter.
+
+    kinds: "ndc10" (hyphenated), "ndc11" (11 digits), "digits10" (unhyphenated NDC-10,
+    pattern unknown), "gtin" (14 digits, check digit verified).
+    """
+    t = text.strip()
+    if "-" in t:
+        parts = t.split("-")
+        if len(parts) == 3 and tuple(len(p) for p in parts) == (5, 4, 2) and t.replace(
+            "-", ""
+        ).isdigit():
+            return "ndc11", t.replace("-", "")
+        return "ndc10", parse_hyphenated_ndc(t).ndc10
+    if t.isdigit():
+        if len(t) == 14:
+            return "gtin", validate_gtin14(t)
+        if len(t) == 11:
+            return "ndc11", t
+        if len(t) == 10:
+            return "digits10", t
+        if len(t) == 12:  # UPC-A: pad to GTIN-14
+            return "gtin", validate_gtin14("00" + t)
+    raise BadInput(
+        f"'{text}' is neither an NDC (10 or 11 digits) nor a GTIN-14", code="BAD_IDENTIFIER"
+    )

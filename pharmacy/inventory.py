@@ -1,0 +1,367 @@
+"""Batches with lot and expiry, FEFO allocation, receive / adjust / stocktake, quarantine and
+recall. The stock of a batch is its PN-counter value (``crdt``), counter id ``stock:<batch>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
+from pharmacy import catalog, outbox, register
+from pharmacy.clock import iso
+from pharmacy.errors import BadInput, LotExpired, LotUnavailable, NotFound, OutOfStock
+from pharmacy.ids import BatchId, new_id
+from pharmacy.money import fmt, to_cents
+from pharmacy.store import Store
+
+ADJUST_REASONS = {
+    "DAMAGED": "damaged or broken",
+    "EXPIRED_DESTROYED": "expired stock destroyed or sent to a reverse distributor",
+    "RETURN_TO_SUPPLIER": "returned to the supplier",
+    "CUSTOMER_RETURN": "returned by a customer, fit for resale",
+    "THEFT": "theft",
+    "LOSS": "loss (not theft)",
+    "FOUND": "stock found",
+    "CORRECTION": "data-entry correction",
+    "SAMPLE": "sample or internal use",
+}
+
+_LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-./]{0,19}$")
+
+
+def counter_id(batch_id: str) -> str:
+    return f"stock:{batch_id}"
+
+
+def batch_id_for(ndc11: str, lot: str) -> BatchId:
+    return BatchId(f"{ndc11}:{lot}")
+
+
+def parse_qty(value: Any, *, field: str = "qty", allow_negative: bool = False,
+              allow_zero: bool = False) -> int:
+    """Quantities are whole units: no floats, no strings, no booleans."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise BadInput(f"{field} must be a whole number of units, got {value!r}",
+                           code="BAD_QUANTITY")
+    if value == 0 and not allow_zero:
+        raise BadInput(f"{field} must not be zero", code="BAD_QUANTITY")
+    if value < 0 and not allow_negative:
+        raise BadInput(f"{field} must be positive, got {value}", code="BAD_QUANTITY")
+    if abs(value) > 10_000_000:
+        raise BadInput(f"{field} {value} is implausibly large", code="BAD_QUANTITY")
+    return value
+
+
+def parse_expiry(value: Any) -> date:
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise BadInput(f"expiry {value!r} is not a date YYYY-MM-DD", code="BAD_EXPIRY") from None
+
+
+def parse_lot(value: Any) -> str:
+    lot = str(value or "").strip()
+    if not _LOT.match(lot):
+        raise BadInput(f"lot {value!r} must be 1-20 letters, digits or - . /", code="BAD_LOT")
+    return lot
+
+
+def on_hand(conn: sqlite3.Connection, batch_id: str) -> int:
+    row = conn.execute(
+        "SELECT COALESCE(SUM(p - n), 0) FROM counters WHERE counter_id = ?",
+        (counter_id(batch_id),),
+    ).fetchone()
+    return int(row[0])
+
+
+def _bump(conn: sqlite3.Connection, replica: str, batch_id: str, delta: int) -> None:
+    conn.execute(SQL_LOCAL_ADD, local_add_params(counter_id(batch_id), replica, delta))
+
+
+@dataclass(frozen=True)
+class StockChanged:
+    """What a write changed, so screens refresh only that."""
+
+    batch_ids: tuple[str, ...] = ()
+    ndcs: tuple[str, ...] = ()
+    register_entries: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- receive --------------------------------------------------------------------------------
+def receive(store: Store, batches: list[dict[str, Any]], *, user_id: str | None = None,
+            supplier: str | None = None, reference: str | None = None) -> StockChanged:
+    """Receive stock. Each item: ndc (or gtin), lot, expiry, qty, optional unit_cost, supplier."""
+    if not isinstance(batches, list) or not batches:
+        raise BadInput("'batches' must be a non-empty list", code="BAD_REQUEST")
+    now = store.clock()
+    now_s = iso(now)
+    changed: list[str] = []
+    ndcs: list[str] = []
+    reg = 0
+    with store.transaction() as c:
+        for i, item in enumerate(batches):
+            if not isinstance(item, dict):
+                raise BadInput(f"batch {i + 1} is not an object", code="BAD_REQUEST")
+            ident = item.get("ndc") or item.get("gtin")
+            if not ident:
+                raise BadInput(f"batch {i + 1} needs 'ndc' or 'gtin'", code="BAD_REQUEST")
+            product = catalog.lookup(c, str(ident))
+            lot = parse_lot(item.get("lot"))
+            expiry = parse_expiry(item.get("expiry"))
+            qty = parse_qty(item.get("qty"))
+            cost = item.get("unit_cost")
+            cost_cents = None if cost is None else to_cents(cost, field="unit_cost")
+            bid = batch_id_for(product.ndc11, lot)
+            existing = c.execute("SELECT expiry FROM batches WHERE batch_id = ?", (bid,)).fetchone()
+            if existing is not None and existing[0] != expiry.isoformat():
+                raise BadInput(
+                    f"lot {lot} of {product.name} is already on file with expiry {existing[0]}, "
+                    f"not {expiry.isoformat()}; check the carton",
+                    code="LOT_EXPIRY_MISMATCH",
+                )
+            if existing is None:
+                c.execute(
+                    "INSERT INTO batches(batch_id, ndc, lot, expiry, status, status_at, supplier, "
+                    "unit_cost_cents, received_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+                    (bid, product.ndc, lot, expiry.isoformat(), now_s,
+                     item.get("supplier", supplier), cost_cents, now_s),
+                )
+                outbox.append_event(c, store.replica_id, "batch", now_s, {
+                    "batch_id": bid, "ndc": product.ndc, "lot": lot,
+                    "expiry": expiry.isoformat(), "supplier": item.get("supplier", supplier),
+                    "unit_cost_cents": cost_cents, "received_at": now_s,
+                })
+            _record_movement(c, store, bid, "receive", qty, None, reference, user_id, now_s)
+            if product.dea_schedule:
+                register.append(c, store.replica_id, now_s, "receive", {
+                    "ndc": product.ndc, "name": product.name, "schedule": product.dea_schedule,
+                    "batch_id": bid, "lot": lot, "expiry": expiry.isoformat(), "qty": qty,
+                    "supplier": item.get("supplier", supplier), "reference": reference,
+                    "order_form": item.get("order_form"), "user_id": user_id,
+                })
+                reg += 1
+            changed.append(bid)
+            ndcs.append(product.ndc)
+    return StockChanged(tuple(changed), tuple(dict.fromkeys(ndcs)), reg)
+
+
+def _record_movement(c: sqlite3.Connection, store: Store, batch_id: str, kind: str, delta: int,
+                     reason: str | None, reference: str | None, user_id: str | None,
+                     now_s: str) -> None:
+    mid = new_id()
+    c.execute(
+        "INSERT INTO movements(movement_id, created_at, replica_id, user_id, batch_id, kind, "
+        "delta, reason, reference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (mid, now_s, store.replica_id, user_id, batch_id, kind, delta, reason, reference),
+    )
+    _bump(c, store.replica_id, batch_id, delta)
+    outbox.append_event(c, store.replica_id, "movement", now_s, {
+        "movement_id": mid, "batch_id": batch_id, "kind": kind, "delta": delta,
+        "reason": reason, "reference": reference, "user_id": user_id,
+    })
+
+
+# ---- batches --------------------------------------------------------------------------------
+def get_batch(conn: sqlite3.Connection, ndc: str, lot: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM batches WHERE ndc = ? AND lot = ?", (ndc, lot)).fetchone()
+    if row is None:
+        raise NotFound(f"no lot {lot} of {ndc} on file", code="UNKNOWN_LOT", ndc=ndc, lot=lot)
+    return row  # type: ignore[no-any-return]
+
+
+def find_batches(conn: sqlite3.Connection, lot: str, ndc: str | None = None) -> list[sqlite3.Row]:
+    if ndc:
+        return [get_batch(conn, ndc, lot)]
+    rows = conn.execute("SELECT * FROM batches WHERE lot = ?", (lot,)).fetchall()
+    if not rows:
+        raise NotFound(f"no lot {lot} on file", code="UNKNOWN_LOT", lot=lot)
+    return rows
+
+
+def set_status(store: Store, lot: str, status: str, *, ndc: str | None = None,
+               reason: str | None = None, user_id: str | None = None) -> StockChanged:
+    """Quarantine, recall or release every batch with this lot (of one product, if given)."""
+    if status not in ("active", "quarantined", "recalled"):
+        raise BadInput(f"status {status!r} is not active/quarantined/recalled", code="BAD_STATUS")
+    now_s = iso(store.clock())
+    with store.transaction() as c:
+        product_ndc = catalog.lookup(c, ndc).ndc if ndc else None
+        rows = find_batches(c, lot, product_ndc)
+        for row in rows:
+            if row["status"] == "recalled" and status != "recalled":
+                raise LotUnavailable(
+                    f"lot {lot} of {row['ndc']} is recalled; a recall cannot be released",
+                    code="LOT_RECALLED",
+                )
+            c.execute(
+                "UPDATE batches SET status = ?, status_at = ?, status_reason = ? "
+                "WHERE batch_id = ?", (status, now_s, reason, row["batch_id"]))
+            outbox.append_event(c, store.replica_id, "batch_status", now_s, {
+                "batch_id": row["batch_id"], "status": status, "status_at": now_s,
+                "reason": reason, "user_id": user_id,
+            })
+        c.execute("INSERT INTO audit_log(created_at, user_id, action, subject, detail) "
+                  "VALUES (?, ?, ?, ?, ?)",
+                  (now_s, user_id, f"lot.{status}", lot, json.dumps({"reason": reason})))
+    return StockChanged(tuple(r["batch_id"] for r in rows), tuple({r["ndc"] for r in rows}))
+
+
+def adjust(store: Store, ndc: str, lot: str, delta: int, reason: str, *,
+           user_id: str | None = None, note: str | None = None) -> StockChanged:
+    if reason not in ADJUST_REASONS:
+        raise BadInput(f"reason {reason!r} is not one of {', '.join(ADJUST_REASONS)}",
+                       code="BAD_REASON")
+    delta = parse_qty(delta, field="delta", allow_negative=True)
+    now_s = iso(store.clock())
+    with store.transaction() as c:
+        product = catalog.lookup(c, ndc)
+        row = get_batch(c, product.ndc, lot)
+        have = on_hand(c, row["batch_id"])
+        if have + delta < 0:
+            raise OutOfStock(
+                f"cannot remove {-delta} of lot {lot}: only {have} on hand",
+                batch_id=row["batch_id"], available=have,
+            )
+        _record_movement(c, store, row["batch_id"], "adjust", delta, reason, note, user_id, now_s)
+        reg = 0
+        if product.dea_schedule:
+            register.append(c, store.replica_id, now_s, "adjust", {
+                "ndc": product.ndc, "name": product.name, "schedule": product.dea_schedule,
+                "batch_id": row["batch_id"], "lot": lot, "qty": delta, "reason": reason,
+                "note": note, "user_id": user_id,
+            })
+            reg = 1
+    return StockChanged((row["batch_id"],), (product.ndc,), reg)
+
+
+def stocktake(store: Store, counts: list[dict[str, Any]], *,
+              user_id: str | None = None) -> StockChanged:
+    """Counted quantities enter as deltas against what this terminal sees now."""
+    now_s = iso(store.clock())
+    changed: list[str] = []
+    deltas: dict[str, int] = {}
+    reg = 0
+    with store.transaction() as c:
+        for item in counts:
+            product = catalog.lookup(c, str(item.get("ndc") or item.get("gtin") or ""))
+            row = get_batch(c, product.ndc, parse_lot(item.get("lot")))
+            counted = parse_qty(item.get("counted"), field="counted", allow_zero=True)
+            delta = counted - on_hand(c, row["batch_id"])
+            deltas[row["batch_id"]] = delta
+            if delta == 0:
+                continue
+            _record_movement(c, store, row["batch_id"], "stocktake", delta, "COUNT",
+                             None, user_id, now_s)
+            if product.dea_schedule:
+                register.append(c, store.replica_id, now_s, "stocktake", {
+                    "ndc": product.ndc, "name": product.name, "schedule": product.dea_schedule,
+                    "batch_id": row["batch_id"], "lot": row["lot"], "qty": delta,
+                    "counted": counted, "user_id": user_id,
+                })
+                reg += 1
+            changed.append(row["batch_id"])
+    return StockChanged(tuple(changed), (), reg, {"deltas": deltas})
+
+
+# ---- FEFO -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Allocation:
+    batch_id: str
+    lot: str
+    expiry: str
+    qty: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lot": self.lot, "expiry": self.expiry, "qty": self.qty}
+
+
+def sellable_batches(conn: sqlite3.Connection, ndc: str, today: date) -> list[tuple[str, str,
+                                                                                      str, int]]:
+    """(batch_id, lot, expiry, on_hand) of active, unexpired batches with stock, FEFO order."""
+    rows = conn.execute(
+        "SELECT b.batch_id, b.lot, b.expiry, COALESCE(SUM(c.p - c.n), 0) AS qty "
+        "FROM batches b LEFT JOIN counters c ON c.counter_id = 'stock:' || b.batch_id "
+        "WHERE b.ndc = ? AND b.status = 'active' AND b.expiry >= ? "
+        "GROUP BY b.batch_id HAVING qty > 0 ORDER BY b.expiry, b.lot",
+        (ndc, today.isoformat()),
+    ).fetchall()
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+
+def allocate(conn: sqlite3.Connection, product: catalog.Product, qty: int, today: date,
+             lot: str | None = None) -> list[Allocation]:
+    """FEFO allocation; a named lot must exist, be sellable and hold enough."""
+    if lot is not None:
+        row = get_batch(conn, product.ndc, lot)
+        if row["expiry"] < today.isoformat():
+            raise LotExpired(
+                f"lot {lot} of {product.name} expired on {row['expiry']}; it cannot be sold",
+                batch_id=row["batch_id"], expiry=row["expiry"],
+            )
+        if row["status"] != "active":
+            raise LotUnavailable(
+                f"lot {lot} of {product.name} is {row['status']}; it cannot be sold",
+                code="LOT_" + row["status"].upper(), batch_id=row["batch_id"],
+            )
+        have = on_hand(conn, row["batch_id"])
+        if have < qty:
+            raise OutOfStock(
+                f"lot {lot} of {product.name} has {have} on hand; {qty} requested",
+                batch_id=row["batch_id"], lot=lot, available=have, requested=qty,
+            )
+        return [Allocation(row["batch_id"], lot, row["expiry"], qty)]
+    out: list[Allocation] = []
+    need = qty
+    batches = sellable_batches(conn, product.ndc, today)
+    for bid, blot, exp, have in batches:
+        take = min(have, need)
+        out.append(Allocation(bid, blot, exp, take))
+        need -= take
+        if need == 0:
+            return out
+    available = sum(b[3] for b in batches)
+    where = ", ".join(f"lot {b[1]} (exp {b[2]}): {b[3]}" for b in batches) or "no sellable lot"
+    raise OutOfStock(
+        f"{product.name}: {qty} requested, {available} sellable ({where})",
+        ndc=product.ndc, available=available, requested=qty,
+        batches=[{"batch_id": b[0], "lot": b[1], "expiry": b[2], "on_hand": b[3]}
+                 for b in batches],
+    )
+
+
+# ---- stock view -----------------------------------------------------------------------------
+def stock(conn: sqlite3.Connection, today: date, ndc: str | None = None) -> list[dict[str, Any]]:
+    sql = (
+        "SELECT b.batch_id, b.ndc, p.name, b.lot, b.expiry, b.status, p.dea_schedule, "
+        "p.india_schedule, p.cmea, b.unit_cost_cents, COALESCE(SUM(c.p - c.n), 0) AS on_hand "
+        "FROM batches b JOIN products p ON p.ndc = b.ndc "
+        "LEFT JOIN counters c ON c.counter_id = 'stock:' || b.batch_id "
+    )
+    params: tuple[Any, ...] = ()
+    if ndc:
+        product = catalog.lookup(conn, ndc)
+        sql += "WHERE b.ndc = ? "
+        params = (product.ndc,)
+    sql += "GROUP BY b.batch_id ORDER BY p.name, b.expiry, b.lot"
+    out = []
+    for r in conn.execute(sql, params):
+        status = r["status"]
+        if status == "active" and r["expiry"] < today.isoformat():
+            status = "expired"
+        out.append({
+            "batch_id": r["batch_id"], "ndc": r["ndc"], "name": r["name"], "lot": r["lot"],
+            "expiry": r["expiry"], "status": status, "on_hand": int(r["on_hand"]),
+            "dea_schedule": r["dea_schedule"], "india_schedule": r["india_schedule"],
+            "cmea": bool(r["cmea"]),
+            "unit_cost": None if r["unit_cost_cents"] is None else fmt(r["unit_cost_cents"]),
+        })
+    return out

@@ -1,0 +1,32 @@
+"""Money is integer cents; Decimal strings at the edges."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from pharmacy.errors import BadInput
+
+
+def to_cents(value: str | int | Decimal, *, field: str = "amount") -> int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise BadInput(f"{field} must be a decimal string such as \"1.23\"", code="BAD_MONEY")
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        raise BadInput(f"{field} '{value}' is not a decimal amount", code="BAD_MONEY") from None
+    if not d.is_finite() or d < 0:
+        raise BadInput(f"{field} '{value}' must be zero or more", code="BAD_MONEY")
+    cents = d * 100
+    if cents != cents.to_integral_value():
+        raise BadInput(f"{field} '{value}' has more than 2 decimals", code="BAD_MONEY")
+    return int(cents)
+
+
+def fmt(cents: int) -> str:
+    sign = "-" if cents < 0 else ""
+    c = abs(cents)
+    return f"{sign}{c // 100}.{c % 100:02d}"
+
+
+def tax_cents(amount_cents: int, rate_bp: int) -> int:
+    return int((Decimal(amount_cents) * rate_bp / 10000).quantize(Decimal(1), ROUND_HALF_UP))

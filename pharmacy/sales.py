@@ -1,0 +1,318 @@
+"""The dispense transaction (DESIGN.md): resolve → decide → write → register → outbox, all in
+one durable transaction. A refused attempt commits only its decision record."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pharmacy import catalog, inventory, outbox, register
+from pharmacy.canonical import canonical_json
+from pharmacy.clock import iso, parse_iso
+from pharmacy.compliance import ComplianceGate, ComplianceRequest, Decision, LineFacts
+from pharmacy.errors import BadInput, ComplianceDenied, LotExpired
+from pharmacy.gs1 import ScanData, parse_scan
+from pharmacy.history import SqlHistory
+from pharmacy.ids import new_id
+from pharmacy.inventory import Allocation, StockChanged
+from pharmacy.money import fmt, tax_cents
+from pharmacy.phi import FileKeyProvider, KeyProvider, PhiVault
+from pharmacy.store import Store
+
+ScanParser = Callable[[str], ScanData]
+JURISDICTIONS = ("US", "US-TX", "US-FL", "US-NY", "US-CA", "IN")
+
+
+@dataclass(frozen=True)
+class ResolvedLine:
+    line_no: int
+    product: catalog.Product
+    qty: int
+    allocations: tuple[Allocation, ...]
+    scan: ScanData | None
+
+
+@dataclass(frozen=True)
+class SaleResult:
+    sale_id: str
+    lines: tuple[ResolvedLine, ...]
+    subtotal_cents: int
+    tax_cents: int
+    total_cents: int
+    decision: Decision
+    decision_id: str
+    register_entries: int
+    changed: StockChanged
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sale_id": self.sale_id,
+            "lines": [
+                {"ndc": ln.product.ndc, "name": ln.product.name, "qty": ln.qty,
+                 "unit_price": fmt(ln.product.price_cents),
+                 "allocations": [a.to_json() for a in ln.allocations]}
+                for ln in self.lines
+            ],
+            "subtotal": fmt(self.subtotal_cents),
+            "tax": fmt(self.tax_cents),
+            "total": fmt(self.total_cents),
+            "decision": self.decision.to_json(),
+            "register_entries": self.register_entries,
+        }
+
+
+def default_user() -> dict[str, Any]:
+    return {"id": f"os:{getpass.getuser()}", "role": "pharmacist"}
+
+
+class Dispenser:
+    """Sells and dispenses through a compliance gate. One per open store."""
+
+    def __init__(self, store: Store, gate: ComplianceGate, *,
+                 scan_parser: ScanParser = parse_scan, keys: KeyProvider | None = None) -> None:
+        self.store = store
+        self.gate = gate
+        self.scan_parser = scan_parser
+        self.phi = PhiVault(store.conn, keys or FileKeyProvider(store.data_dir), store.clock)
+        self.history = SqlHistory(store.conn)
+
+    # ---- request parsing --------------------------------------------------------------------
+    def _request_basics(self, req: Any) -> tuple[list[dict[str, Any]], datetime, str,
+                                                 dict[str, Any]]:
+        if not isinstance(req, dict):
+            raise BadInput("the sale request must be a JSON object", code="BAD_REQUEST")
+        lines = req.get("lines")
+        if not isinstance(lines, list) or not lines:
+            raise BadInput("'lines' must be a non-empty list", code="BAD_REQUEST")
+        if len(lines) > 200:
+            raise BadInput("a sale has at most 200 lines", code="BAD_REQUEST")
+        at = self.store.clock()
+        if req.get("at") is not None:
+            try:
+                at = parse_iso(str(req["at"]))
+            except ValueError:
+                raise BadInput(f"'at' {req['at']!r} is not an ISO time", code="BAD_TIME") from None
+        jurisdiction = str(req.get("jurisdiction") or self.store.get_setting("jurisdiction", "US"))
+        if jurisdiction not in JURISDICTIONS:
+            raise BadInput(f"jurisdiction {jurisdiction!r} is not one of "
+                           f"{', '.join(JURISDICTIONS)}", code="BAD_JURISDICTION")
+        user = req.get("user") or default_user()
+        if not isinstance(user, dict) or not user.get("id"):
+            raise BadInput("'user' must be an object with an 'id'", code="BAD_USER")
+        return lines, at, jurisdiction, user
+
+    def _resolve(self, c: sqlite3.Connection, i: int, line: Any, at: datetime) -> ResolvedLine:
+        if not isinstance(line, dict):
+            raise BadInput(f"line {i} is not an object", code="BAD_REQUEST")
+        qty = inventory.parse_qty(line.get("qty"), field=f"line {i} qty")
+        scan: ScanData | None = None
+        lot = line.get("lot")
+        if line.get("scan") is not None:
+            scan = self.scan_parser(str(line["scan"]))
+            if scan.gtin is None:
+                raise BadInput(f"line {i}: the scan carries no GTIN", code="SCAN_NO_GTIN")
+            product = catalog.lookup(c, scan.gtin)
+            if line.get("ndc") and catalog.lookup(c, str(line["ndc"])).ndc != product.ndc:
+                raise BadInput(
+                    f"line {i}: scanned package is {product.name} ({product.ndc}), not the "
+                    f"selected {line['ndc']}", code="DSCSA_PRODUCT_MISMATCH")
+            if scan.expiry is not None and scan.expiry < at.date():
+                raise LotExpired(f"line {i}: the scanned package expired on "
+                                 f"{scan.expiry.isoformat()}; it cannot be sold")
+            if scan.lot is not None:
+                if lot is not None and lot != scan.lot:
+                    raise BadInput(f"line {i}: scanned lot {scan.lot} is not the selected lot "
+                                   f"{lot}", code="DSCSA_LOT_MISMATCH")
+                lot = scan.lot
+        elif line.get("ndc") is not None or line.get("gtin") is not None:
+            product = catalog.lookup(c, str(line.get("ndc") or line.get("gtin")))
+        else:
+            raise BadInput(f"line {i} needs 'ndc', 'gtin' or 'scan'", code="BAD_REQUEST")
+        if lot is not None:
+            lot = inventory.parse_lot(lot)
+        allocs = inventory.allocate(c, product, qty, at.date(), lot)
+        if scan is not None and scan.expiry is not None and scan.lot is not None and (
+            allocs[0].expiry != scan.expiry.isoformat()
+        ):
+            raise BadInput(f"line {i}: the barcode says lot {scan.lot} expires "
+                           f"{scan.expiry.isoformat()}, the store has {allocs[0].expiry}",
+                           code="DSCSA_EXPIRY_MISMATCH")
+        return ResolvedLine(i, product, qty, tuple(allocs), scan)
+
+    def build_request(self, req: dict[str, Any], resolved: list[ResolvedLine], at: datetime,
+                      jurisdiction: str, user: dict[str, Any]) -> ComplianceRequest:
+        facts = tuple(
+            LineFacts(
+                line_no=r.line_no, ndc=r.product.ndc, name=r.product.name, qty=r.qty,
+                unit=r.product.unit, rx_only=r.product.rx_only,
+                dea_schedule=r.product.dea_schedule, india_schedule=r.product.india_schedule,
+                cmea=r.product.cmea, pse_mg_per_unit=r.product.pse_mg_per_unit,
+                ingredients=r.product.ingredients, attrs=r.product.attrs,
+                allocations=tuple(a.to_json() for a in r.allocations),
+            )
+            for r in resolved
+        )
+        known = {"lines", "rx", "patient", "jurisdiction", "user", "at", "offline"}
+        return ComplianceRequest(
+            at=at, jurisdiction=jurisdiction, lines=facts, offline=bool(req.get("offline")),
+            user=user, patient=req.get("patient"), rx=req.get("rx"),
+            extra={k: v for k, v in req.items() if k not in known}, history=self.history,
+        )
+
+    # ---- decide only --------------------------------------------------------------------------
+    def check(self, req: Any) -> Decision:
+        """The decision a sale would get, without selling or recording anything."""
+        lines, at, jurisdiction, user = self._request_basics(req)
+        c = self.store.conn
+        resolved = [self._resolve(c, i, ln, at) for i, ln in enumerate(lines, 1)]
+        return self.gate.decide(self.build_request(req, resolved, at, jurisdiction, user))
+
+    # ---- sell ---------------------------------------------------------------------------------
+    def sell(self, req: Any) -> SaleResult:
+        lines, at, jurisdiction, user = self._request_basics(req)
+        now_s = iso(self.store.clock())
+        refused: ComplianceDenied | None = None
+        with self.store.transaction() as c:
+            resolved = [self._resolve(c, i, ln, at) for i, ln in enumerate(lines, 1)]
+            creq = self.build_request(req, resolved, at, jurisdiction, user)
+            decision = self.gate.decide(creq)
+            decision_id = new_id()
+            sale_id = new_id() if decision.allowed else None
+            record = creq.to_json()
+            c.execute(
+                "INSERT INTO decisions(decision_id, sale_id, created_at, replica_id, user_id, "
+                "decision, reasons, obligations, bundle_version, request) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (decision_id, sale_id, now_s, self.store.replica_id, user["id"],
+                 decision.decision, json.dumps([r.to_json() for r in decision.reasons]),
+                 json.dumps(list(decision.obligations)), decision.bundle_version,
+                 canonical_json(record)),
+            )
+            outbox.append_event(c, self.store.replica_id, "decision", now_s, {
+                "decision_id": decision_id, "sale_id": sale_id, "user_id": user["id"],
+                **decision.to_json(), "request": record,
+            })
+            if sale_id is None:
+                refused = ComplianceDenied(_refusal_message(decision), decision=decision,
+                                           code=decision.reasons[0].code if decision.reasons
+                                           else "COMPLIANCE_DENIED")
+                result = None
+            else:
+                result = self._write_sale(c, sale_id, decision_id, decision, req, resolved,
+                                          jurisdiction, user, at, now_s)
+        if refused is not None:
+            raise refused
+        assert result is not None
+        return result
+
+    def _write_sale(self, c: sqlite3.Connection, sale_id: str, decision_id: str,
+                    decision: Decision, req: dict[str, Any], resolved: list[ResolvedLine],
+                    jurisdiction: str, user: dict[str, Any], at: datetime,
+                    now_s: str) -> SaleResult:
+        replica = self.store.replica_id
+        patient_id = None
+        if req.get("patient") is not None:
+            patient_id = self.phi.upsert(req["patient"], user["id"])
+        rx = req.get("rx")
+        kind = "rx" if rx is not None else "otc"
+        subtotal = tax = 0
+        line_rows, alloc_rows = [], []
+        for r in resolved:
+            amount = r.product.price_cents * r.qty
+            subtotal += amount
+            tax += tax_cents(amount, r.product.tax_rate_bp)
+            line_rows.append((sale_id, r.line_no, r.product.ndc, r.qty, r.product.price_cents,
+                              amount))
+            for a in r.allocations:
+                alloc_rows.append((sale_id, r.line_no, a.batch_id, a.lot, a.expiry, a.qty))
+        total = subtotal + tax
+        rx_json = None if rx is None else canonical_json(rx)
+        c.execute(
+            "INSERT INTO sales(sale_id, created_at, replica_id, user_id, kind, jurisdiction, "
+            "patient_id, rx, subtotal_cents, tax_cents, total_cents, decision_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sale_id, iso(at), replica, user["id"], kind, jurisdiction, patient_id, rx_json,
+             subtotal, tax, total, decision_id),
+        )
+        c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?)", line_rows)
+        c.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?)", alloc_rows)
+        for r in resolved:
+            for a in r.allocations:
+                c.execute(*_counter_sql(replica, a.batch_id, -a.qty))
+        reg = 0
+        for r in resolved:
+            if not r.product.dea_schedule:
+                continue
+            for a in r.allocations:
+                register.append(c, replica, now_s, "dispense", {
+                    "ndc": r.product.ndc, "name": r.product.name,
+                    "schedule": r.product.dea_schedule, "batch_id": a.batch_id, "lot": a.lot,
+                    "expiry": a.expiry, "qty": a.qty, "sale_id": sale_id,
+                    "patient_id": patient_id, "user_id": user["id"],
+                    "rx_number": None if rx is None else rx.get("rx_number"),
+                    "prescriber_dea": None if rx is None else
+                    (rx.get("prescriber") or {}).get("dea"),
+                })
+                reg += 1
+        outbox.append_event(c, replica, "sale", now_s, {
+            "sale_id": sale_id, "created_at": iso(at), "user_id": user["id"], "kind": kind,
+            "jurisdiction": jurisdiction, "patient_id": patient_id, "decision_id": decision_id,
+            "subtotal_cents": subtotal, "tax_cents": tax, "total_cents": total,
+            "rx": None if rx is None else {k: v for k, v in rx.items() if k != "patient"},
+            "lines": [{"line_no": lr[1], "ndc": lr[2], "qty": lr[3], "unit_price_cents": lr[4]}
+                      for lr in line_rows],
+            "allocations": [{"line_no": a[1], "batch_id": a[2], "lot": a[3], "expiry": a[4],
+                             "qty": a[5]} for a in alloc_rows],
+        })
+        changed = StockChanged(
+            tuple(a[2] for a in alloc_rows), tuple(dict.fromkeys(r.product.ndc for r in resolved)),
+            reg)
+        return SaleResult(sale_id, tuple(resolved), subtotal, tax, total, decision, decision_id,
+                          reg, changed)
+
+
+def _counter_sql(replica: str, batch_id: str, delta: int) -> tuple[str, tuple[Any, ...]]:
+    from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
+
+    return SQL_LOCAL_ADD, local_add_params(inventory.counter_id(batch_id), replica, delta)
+
+
+def _refusal_message(decision: Decision) -> str:
+    if not decision.reasons:
+        return f"sale refused ({decision.decision})"
+    first = decision.reasons[0]
+    cite = f" [{first.citation}]" if first.citation else ""
+    more = f" (+{len(decision.reasons) - 1} more)" if len(decision.reasons) > 1 else ""
+    verb = "on hold" if decision.decision == "hold" else "refused"
+    return f"sale {verb}: {first.message}{cite}{more}"
+
+
+def sale_record(conn: sqlite3.Connection, sale_id: str) -> dict[str, Any]:
+    """A committed sale as printed on a receipt or reprinted."""
+    row = conn.execute("SELECT * FROM sales WHERE sale_id = ?", (sale_id,)).fetchone()
+    if row is None:
+        raise BadInput(f"no sale {sale_id}", code="UNKNOWN_SALE")
+    lines = conn.execute(
+        "SELECT l.line_no, l.ndc, p.name, p.strength, l.qty, l.unit_price_cents, "
+        "l.line_total_cents FROM sale_lines l JOIN products p ON p.ndc = l.ndc "
+        "WHERE sale_id = ? ORDER BY line_no", (sale_id,)).fetchall()
+    allocs = conn.execute("SELECT line_no, lot, expiry, qty FROM allocations WHERE sale_id = ?",
+                          (sale_id,)).fetchall()
+    return {
+        "sale_id": sale_id, "created_at": row["created_at"], "kind": row["kind"],
+        "user_id": row["user_id"], "jurisdiction": row["jurisdiction"],
+        "subtotal": fmt(row["subtotal_cents"]), "tax": fmt(row["tax_cents"]),
+        "total": fmt(row["total_cents"]),
+        "lines": [
+            {"ndc": ln["ndc"], "name": ln["name"], "strength": ln["strength"], "qty": ln["qty"],
+             "unit_price": fmt(ln["unit_price_cents"]), "amount": fmt(ln["line_total_cents"]),
+             "allocations": [{"lot": a["lot"], "expiry": a["expiry"], "qty": a["qty"]}
+                             for a in allocs if a["line_no"] == ln["line_no"]]}
+            for ln in lines
+        ],
+    }

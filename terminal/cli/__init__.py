@@ -1,0 +1,46 @@
+"""`pharmos` command line. Each area registers its subcommands from its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from pharmacy.errors import PharmosError
+from terminal.cli._common import report_error
+
+# Modules under terminal.cli, each with register(subparsers).
+AREAS = ("core",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pharmos", description="pharmos pharmacy system")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for area in AREAS:
+        importlib.import_module(f"terminal.cli.{area}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except PharmosError as err:
+        return report_error(args, err)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # not a domain error: log it with its traceback, exit 70
+        logging.basicConfig()
+        logging.getLogger("pharmos").exception("internal error")
+        err_json = {"error": {"code": "INTERNAL", "message": f"internal error: {err}"}}
+        if getattr(args, "json", False):
+            import json
+
+            print(json.dumps(err_json))
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

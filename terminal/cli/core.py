@@ -1,0 +1,275 @@
+"""Core commands: init, catalog, receive, sale, stock, lots, audit, demo, bench."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pharmacy import catalog, inventory, register
+from pharmacy.errors import BadInput, IntegrityFailure
+from pharmacy.store import Store
+from terminal import wiring
+from terminal.cli._common import add_data_dir, add_json, emit, read_json_input
+
+
+def _open(args: argparse.Namespace) -> Store:
+    return Store.open(wiring.resolve_data_dir(args.data_dir))
+
+
+def _today(store: Store) -> date:
+    return store.clock().date()
+
+
+# ---- init ---------------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    from pharmacy import demo
+
+    d = wiring.resolve_data_dir(args.data_dir)
+    store = Store.init(d, args.store_id)
+    try:
+        store.set_setting("jurisdiction", args.jurisdiction)
+        out: dict[str, Any] = {"data_dir": str(d), "store_id": args.store_id,
+                               "replica_id": store.replica_id,
+                               "jurisdiction": args.jurisdiction}
+        if args.demo:
+            out["demo"] = demo.seed(store)
+        emit(args, out, f"initialised store {args.store_id} in {d}")
+    finally:
+        store.close()
+    return 0
+
+
+# ---- catalog ------------------------------------------------------------------------------
+def cmd_catalog_import(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        imported: dict[str, Any] = {}
+        if args.orange_book:
+            from pharmacy import orange_book
+
+            imported["orange_book"] = orange_book.import_orange_book(store, Path(args.orange_book))
+        if args.ndc_product or args.ndc_package:
+            if not (args.ndc_product and args.ndc_package):
+                raise BadInput("--ndc-product and --ndc-package go together", code="BAD_ARGS")
+            from pharmacy import ndc_directory
+
+            imported.update(ndc_directory.import_ndc_directory(
+                store, Path(args.ndc_product), Path(args.ndc_package)))
+        if args.catalog:
+            data = read_json_input(args.catalog)
+            items = data.get("products") if isinstance(data, dict) else None
+            if not isinstance(items, list):
+                raise BadInput("the catalog file needs a 'products' list", code="BAD_CATALOG")
+            imported["products"] = catalog.upsert_products(
+                store, [catalog.product_from_json(p) for p in items])
+        if not imported:
+            raise BadInput("nothing to import: give --orange-book, --ndc-product/--ndc-package "
+                           "or --catalog", code="BAD_ARGS")
+        emit(args, {"imported": imported})
+    return 0
+
+
+def cmd_catalog_show(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        p = catalog.lookup(store.conn, args.identifier)
+        emit(args, p.to_json(), f"{p.ndc}  {p.name}  {p.strength or ''}")
+    return 0
+
+
+def cmd_catalog_search(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        found = catalog.search(store.conn, args.text)
+        emit(args, {"products": [p.to_json() for p in found]},
+             "\n".join(f"{p.ndc}  {p.name}" for p in found) or "no match")
+    return 0
+
+
+# ---- stock --------------------------------------------------------------------------------
+def cmd_receive(args: argparse.Namespace) -> int:
+    data = read_json_input(args.input)
+    if not isinstance(data, dict):
+        raise BadInput("the receipt must be a JSON object with 'batches'", code="BAD_REQUEST")
+    with _open(args) as store:
+        changed = inventory.receive(store, data.get("batches"), supplier=data.get("supplier"),
+                                    reference=data.get("reference"), user_id=data.get("user_id"))
+        emit(args, {"received": len(changed.batch_ids), "batch_ids": list(changed.batch_ids),
+                    "register_entries": changed.register_entries})
+    return 0
+
+
+def cmd_sale(args: argparse.Namespace) -> int:
+    req = read_json_input(args.input)
+    with _open(args) as store:
+        result = wiring.dispenser(store).sell(req)
+        emit(args, result.to_json(), f"sale {result.sale_id} total {result.to_json()['total']}")
+    return 0
+
+
+def cmd_stock(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        rows = inventory.stock(store.conn, _today(store), args.ndc)
+        emit(args, {"batches": rows},
+             "\n".join(f"{r['ndc']:<13} {r['lot']:<12} {r['expiry']} {r['status']:<11} "
+                       f"{r['on_hand']:>6}  {r['name']}" for r in rows))
+    return 0
+
+
+def cmd_lot(args: argparse.Namespace) -> int:
+    status = {"quarantine": "quarantined", "recall": "recalled", "release": "active"}[args.action]
+    with _open(args) as store:
+        changed = inventory.set_status(store, args.lot, status, ndc=args.ndc, reason=args.reason)
+        emit(args, {"status": status, "batch_ids": list(changed.batch_ids)})
+    return 0
+
+
+def cmd_adjust(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        changed = inventory.adjust(store, args.ndc, args.lot, args.delta, args.reason,
+                                   note=args.note)
+        emit(args, {"batch_ids": list(changed.batch_ids),
+                    "register_entries": changed.register_entries})
+    return 0
+
+
+def cmd_stocktake(args: argparse.Namespace) -> int:
+    data = read_json_input(args.input)
+    counts = data.get("counts") if isinstance(data, dict) else None
+    if not isinstance(counts, list):
+        raise BadInput("the stocktake needs a 'counts' list", code="BAD_REQUEST")
+    with _open(args) as store:
+        changed = inventory.stocktake(store, counts)
+        emit(args, {"deltas": changed.details["deltas"],
+                    "register_entries": changed.register_entries})
+    return 0
+
+
+# ---- audit --------------------------------------------------------------------------------
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        result = register.verify(store.conn)
+    if not result.ok:
+        b = result.broken or {}
+        raise IntegrityFailure(
+            f"controlled register broken at entry {b.get('seq')} of replica "
+            f"{b.get('replica_id')} ({b.get('entry_id')}): {b.get('reason')}",
+            code="REGISTER_CHAIN_BROKEN", **b)
+    emit(args, result.to_json(),
+         f"register ok: {result.entries} entries in {result.chains} chain(s)")
+    return 0
+
+
+# ---- demo and bench -----------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pharmacy import demo
+
+    summary = demo.headless_day(Path(args.data_dir) if args.data_dir else None,
+                                sales=args.sales, seed=args.seed)
+    emit(args, summary, demo.format_summary(summary))
+    return 0 if summary["register"]["chain_ok"] else 3
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench import run as bench_run
+
+    result = bench_run.run(quick=args.quick, only=args.only)
+    emit(args, result, bench_run.format_result(result))
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("init", help="create a terminal store")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--store-id", required=True)
+    p.add_argument("--jurisdiction", default="US",
+                   choices=["US", "US-TX", "US-FL", "US-NY", "US-CA", "IN"])
+    p.add_argument("--demo", action="store_true", help="load the demo catalog and stock")
+    p.set_defaults(handler=cmd_init)
+
+    cat = sub.add_parser("catalog", help="products and reference data")
+    csub = cat.add_subparsers(dest="catalog_command", required=True)
+    p = csub.add_parser("import", help="import the Orange Book, NDC Directory or a catalog")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--orange-book", help="FDA Orange Book products.txt")
+    p.add_argument("--ndc-product", help="FDA NDC Directory product.txt")
+    p.add_argument("--ndc-package", help="FDA NDC Directory package.txt")
+    p.add_argument("--catalog", help="pharmos catalog JSON ({'products': [...]}) or -")
+    p.set_defaults(handler=cmd_catalog_import)
+    p = csub.add_parser("show", help="one product by NDC or GTIN")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("identifier")
+    p.set_defaults(handler=cmd_catalog_show)
+    p = csub.add_parser("search", help="products by name")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("text")
+    p.set_defaults(handler=cmd_catalog_search)
+
+    p = sub.add_parser("receive", help="receive batches (JSON on stdin)")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("input", nargs="?", default="-")
+    p.set_defaults(handler=cmd_receive)
+
+    p = sub.add_parser("sale", help="sell or dispense (JSON request on stdin)")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("input", nargs="?", default="-")
+    p.set_defaults(handler=cmd_sale)
+
+    p = sub.add_parser("stock", help="batches and on-hand quantities")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--ndc")
+    p.set_defaults(handler=cmd_stock)
+
+    lot = sub.add_parser("lot", help="quarantine, recall or release a lot")
+    lsub = lot.add_subparsers(dest="lot_command", required=True)
+    for action in ("quarantine", "recall", "release"):
+        p = lsub.add_parser(action)
+        add_data_dir(p)
+        add_json(p)
+        p.add_argument("lot")
+        p.add_argument("--ndc")
+        p.add_argument("--reason")
+        p.set_defaults(handler=cmd_lot, action=action)
+
+    p = sub.add_parser("adjust", help="adjust a batch with a reason code")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--ndc", required=True)
+    p.add_argument("--lot", required=True)
+    p.add_argument("--delta", type=int, required=True)
+    p.add_argument("--reason", required=True, choices=sorted(inventory.ADJUST_REASONS))
+    p.add_argument("--note")
+    p.set_defaults(handler=cmd_adjust)
+
+    p = sub.add_parser("stocktake", help="enter counted quantities (JSON on stdin)")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("input", nargs="?", default="-")
+    p.set_defaults(handler=cmd_stocktake)
+
+    audit = sub.add_parser("audit", help="controlled-register integrity")
+    asub = audit.add_subparsers(dest="audit_command", required=True)
+    p = asub.add_parser("verify")
+    add_data_dir(p)
+    add_json(p)
+    p.set_defaults(handler=cmd_audit_verify)
+
+    p = sub.add_parser("demo", help="scripted demo day")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--headless", action="store_true", help="no GUI (the default for now)")
+    p.add_argument("--sales", type=int, default=240)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks as ratios against floors")
+    add_json(p)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", action="append", help="run only this benchmark (repeatable)")
+    p.set_defaults(handler=cmd_bench)

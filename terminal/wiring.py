@@ -1,0 +1,35 @@
+"""Composition root (Qt-free): opens a store and wires the ports the core declares."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pharmacy.compliance import ComplianceGate, InterimGate
+from pharmacy.sales import Dispenser
+from pharmacy.store import Store
+
+
+def resolve_data_dir(arg: str | None) -> Path:
+    """--data-dir beats PHARMOS_DATA_DIR beats the platform's user data dir."""
+    if arg:
+        return Path(arg)
+    env = os.environ.get("PHARMOS_DATA_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("pharmos", "pharmos"))
+
+
+def compliance_gate(store: Store) -> ComplianceGate:
+    """The signed-bundle gate when policy_cache provides one, else the interim gate."""
+    try:
+        from policy_cache.gate import gate_for_store
+    except ImportError:
+        return InterimGate()
+    return gate_for_store(store)
+
+
+def dispenser(store: Store) -> Dispenser:
+    return Dispenser(store, compliance_gate(store))
