@@ -1,0 +1,121 @@
+"""Ed25519 signatures for everything head office publishes (policy bundles, model bundles).
+
+A signed artifact is a manifest (canonical JSON, naming every file by SHA-256) plus a detached
+signature over the manifest bytes. Keys are identified by ``key_id`` = first 16 hex digits of
+SHA-256 of the raw public key. Terminals trust a set of public keys (``TrustStore``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from pharmacy.errors import IntegrityFailure
+
+
+class SignatureInvalid(IntegrityFailure):
+    code = "SIGNATURE_INVALID"
+
+
+class UnknownSigningKey(IntegrityFailure):
+    code = "UNKNOWN_SIGNING_KEY"
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def public(self) -> Ed25519PublicKey:
+        return self.private.public_key()
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public)
+
+    def sign(self, data: bytes) -> str:
+        return base64.b64encode(self.private.sign(data)).decode("ascii")
+
+    def private_pem(self) -> bytes:
+        return self.private.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption())
+
+    def public_pem(self) -> bytes:
+        return public_pem(self.public)
+
+    def save(self, path: Path) -> None:
+        """Write the private key (mode 0600) and ``<path>.pub`` beside it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_bytes(self.private_pem())
+        path.with_suffix(path.suffix + ".pub").write_bytes(self.public_pem())
+
+    @classmethod
+    def load(cls, path: Path) -> SigningKey:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise SignatureInvalid(f"{path} is not an Ed25519 private key", code="BAD_KEY")
+        return cls(key)
+
+
+def public_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.PEM,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public_pem(data: bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(data)
+    if not isinstance(key, Ed25519PublicKey):
+        raise SignatureInvalid("not an Ed25519 public key", code="BAD_KEY")
+    return key
+
+
+class TrustStore:
+    """The public keys a terminal accepts, by key id."""
+
+    def __init__(self, keys: Iterable[Ed25519PublicKey] = ()) -> None:
+        self._keys: dict[str, Ed25519PublicKey] = {key_id(k): k for k in keys}
+
+    @classmethod
+    def from_pems(cls, pems: Iterable[bytes]) -> TrustStore:
+        return cls(load_public_pem(p) for p in pems)
+
+    def add(self, key: Ed25519PublicKey) -> str:
+        kid = key_id(key)
+        self._keys[kid] = key
+        return kid
+
+    def key_ids(self) -> list[str]:
+        return sorted(self._keys)
+
+    def verify(self, kid: str, data: bytes, signature_b64: str) -> None:
+        key = self._keys.get(kid)
+        if key is None:
+            raise UnknownSigningKey(f"signed by key {kid}, which this terminal does not trust",
+                                    key_id=kid)
+        try:
+            key.verify(base64.b64decode(signature_b64, validate=True), data)
+        except (InvalidSignature, ValueError):
+            raise SignatureInvalid("the signature does not match the content; the file was "
+                                   "altered or corrupted", key_id=kid) from None
+
+
+def sha256_files(files: Mapping[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
