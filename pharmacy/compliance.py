@@ -104,7 +104,11 @@ class ComplianceRequest:
             "patient": patient,
             "rx": _strip_rx(self.rx),
             "lines": [
-                {k: v for k, v in asdict(line).items() if k != "attrs"} for line in self.lines
+                {"line_no": ln.line_no, "ndc": ln.ndc, "name": ln.name, "qty": ln.qty,
+                 "unit": ln.unit, "rx_only": ln.rx_only, "dea_schedule": ln.dea_schedule,
+                 "india_schedule": ln.india_schedule, "cmea": ln.cmea,
+                 "pse_mg_per_unit": ln.pse_mg_per_unit, "allocations": list(ln.allocations)}
+                for ln in self.lines
             ],
             "extra": self.extra,
         }

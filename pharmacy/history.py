@@ -42,7 +42,7 @@ class SqlHistory:
         rows = self.conn.execute(
             "SELECT s.sale_id, s.created_at, s.rx, "
             "(SELECT SUM(qty) FROM sale_lines l WHERE l.sale_id = s.sale_id) AS qty "
-            "FROM sales s WHERE s.kind = 'rx' AND json_extract(s.rx, '$.rx_number') = ? "
+            "FROM sales s WHERE s.rx_number = ? "
             "ORDER BY s.created_at", (rx_number,)).fetchall()
         return [{"sale_id": r[0], "created_at": r[1], "rx": json.loads(r[2]), "qty": r[3]}
                 for r in rows]

@@ -97,8 +97,9 @@ class PhiVault:
             self.conn.execute("INSERT INTO patients VALUES (?, ?, ?, ?)",
                               (pid, self._seal(pid, record), now, now))
         else:
-            merged = {**self._open(pid, row[0]), **record}
-            if record:
+            current = self._open(pid, row[0])
+            merged = {**current, **record}
+            if merged != current:
                 self.conn.execute(
                     "UPDATE patients SET sealed = ?, updated_at = ? WHERE patient_id = ?",
                     (self._seal(pid, merged), now, pid))

@@ -234,10 +234,10 @@ class Dispenser:
         rx_json = None if rx is None else canonical_json(rx)
         c.execute(
             "INSERT INTO sales(sale_id, created_at, replica_id, user_id, kind, jurisdiction, "
-            "patient_id, rx, subtotal_cents, tax_cents, total_cents, decision_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "patient_id, rx, rx_number, subtotal_cents, tax_cents, total_cents, decision_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (sale_id, iso(at), replica, user["id"], kind, jurisdiction, patient_id, rx_json,
-             subtotal, tax, total, decision_id),
+             None if rx is None else rx.get("rx_number"), subtotal, tax, total, decision_id),
         )
         c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?)", line_rows)
         c.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?)", alloc_rows)

@@ -209,8 +209,8 @@ class Store:
         return self.identity.store_id
 
     def high_water(self) -> int:
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return int(row[0]) if row else 0
+        row = self.conn.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
 
     def mark_high_water(self) -> None:
         """Record, outside the database, how far this database has got.

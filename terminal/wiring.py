@@ -33,3 +33,12 @@ def compliance_gate(store: Store) -> ComplianceGate:
 
 def dispenser(store: Store) -> Dispenser:
     return Dispenser(store, compliance_gate(store))
+
+
+def install_demo_policy(store: Store) -> dict[str, object] | None:
+    """Install a demo-signed policy bundle when the policy engine is present."""
+    try:
+        from policy_cache.demo import install_demo_bundle
+    except ImportError:
+        return None
+    return install_demo_bundle(store)

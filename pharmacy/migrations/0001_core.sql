@@ -69,7 +69,7 @@ CREATE TABLE patients (
     sealed      BLOB NOT NULL,                  -- PHI, sealed by pharmacy/phi.py
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
-);
+) WITHOUT ROWID;
 
 CREATE TABLE decisions (
     decision_id    TEXT PRIMARY KEY,
@@ -82,8 +82,7 @@ CREATE TABLE decisions (
     obligations    TEXT NOT NULL,               -- JSON
     bundle_version TEXT,
     request        TEXT NOT NULL                -- JSON, PHI removed
-);
-CREATE INDEX decisions_sale ON decisions(sale_id);
+) WITHOUT ROWID;
 
 CREATE TABLE sales (
     sale_id       TEXT PRIMARY KEY,
@@ -94,12 +93,15 @@ CREATE TABLE sales (
     jurisdiction  TEXT NOT NULL,
     patient_id    TEXT,
     rx            TEXT,                         -- JSON, PHI removed
+    rx_number     TEXT,
     subtotal_cents INTEGER NOT NULL,
     tax_cents     INTEGER NOT NULL,
     total_cents   INTEGER NOT NULL,
     decision_id   TEXT NOT NULL REFERENCES decisions(decision_id)
-);
-CREATE INDEX sales_created ON sales(created_at);
+) WITHOUT ROWID;
+-- Partial indexes: written only by sales that have a patient or a prescription.
+CREATE INDEX sales_patient ON sales(patient_id, created_at) WHERE patient_id IS NOT NULL;
+CREATE INDEX sales_rx ON sales(rx_number) WHERE rx_number IS NOT NULL;
 
 CREATE TABLE sale_lines (
     sale_id     TEXT NOT NULL REFERENCES sales(sale_id),
@@ -109,7 +111,7 @@ CREATE TABLE sale_lines (
     unit_price_cents INTEGER NOT NULL,
     line_total_cents INTEGER NOT NULL,
     PRIMARY KEY (sale_id, line_no)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE allocations (
     sale_id   TEXT NOT NULL,
@@ -119,7 +121,7 @@ CREATE TABLE allocations (
     expiry    TEXT NOT NULL,
     qty       INTEGER NOT NULL CHECK (qty > 0),
     PRIMARY KEY (sale_id, line_no, batch_id)
-);
+) WITHOUT ROWID;
 
 -- Stock movements other than sales: receipts, adjustments, stocktake deltas.
 CREATE TABLE movements (
@@ -139,7 +141,7 @@ CREATE INDEX movements_batch ON movements(batch_id);
 CREATE TABLE register (
     replica_id  TEXT NOT NULL,
     seq         INTEGER NOT NULL,
-    entry_id    TEXT NOT NULL UNIQUE,
+    entry_id    TEXT NOT NULL,
     created_at  TEXT NOT NULL,
     kind        TEXT NOT NULL,
     ndc         TEXT NOT NULL,
@@ -148,12 +150,12 @@ CREATE TABLE register (
     prev_hash   TEXT NOT NULL,
     hash        TEXT NOT NULL,
     PRIMARY KEY (replica_id, seq)
-);
+) WITHOUT ROWID;
 
--- Outbox of append-only events for sync.
+-- Outbox of append-only events for sync. Never deleted, so seq only grows.
 CREATE TABLE events (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id    TEXT NOT NULL UNIQUE,
+    seq         INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL,                  -- time-ordered UUID; the server dedups on it
     replica_id  TEXT NOT NULL,
     kind        TEXT NOT NULL,
     created_at  TEXT NOT NULL,

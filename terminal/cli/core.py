@@ -7,7 +7,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pharmacy import catalog, inventory, register
+from pharmacy import catalog, inventory
+from pharmacy import register as controlled_register
 from pharmacy.errors import BadInput, IntegrityFailure
 from pharmacy.store import Store
 from terminal import wiring
@@ -24,20 +25,22 @@ def _today(store: Store) -> date:
 
 # ---- init ---------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
-    from pharmacy import demo
+    from terminal import demo_day
 
     d = wiring.resolve_data_dir(args.data_dir)
-    store = Store.init(d, args.store_id)
-    try:
-        store.set_setting("jurisdiction", args.jurisdiction)
-        out: dict[str, Any] = {"data_dir": str(d), "store_id": args.store_id,
-                               "replica_id": store.replica_id,
-                               "jurisdiction": args.jurisdiction}
-        if args.demo:
-            out["demo"] = demo.seed(store)
-        emit(args, out, f"initialised store {args.store_id} in {d}")
-    finally:
-        store.close()
+    out: dict[str, Any] = {"data_dir": str(d), "store_id": args.store_id,
+                           "jurisdiction": args.jurisdiction}
+    if args.demo:
+        out["demo"] = demo_day.prepare_demo_store(d, args.store_id, args.jurisdiction)
+    else:
+        store = Store.init(d, args.store_id)
+        try:
+            store.set_setting("jurisdiction", args.jurisdiction)
+        finally:
+            store.close()
+    with Store.open(d) as store:
+        out["replica_id"] = store.replica_id
+    emit(args, out, f"initialised store {args.store_id} in {d}")
     return 0
 
 
@@ -147,7 +150,7 @@ def cmd_stocktake(args: argparse.Namespace) -> int:
 # ---- audit --------------------------------------------------------------------------------
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        result = register.verify(store.conn)
+        result = controlled_register.verify(store.conn)
     if not result.ok:
         b = result.broken or {}
         raise IntegrityFailure(
@@ -161,11 +164,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 # ---- demo and bench -----------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pharmacy import demo
+    from terminal import demo_day
 
-    summary = demo.headless_day(Path(args.data_dir) if args.data_dir else None,
-                                sales=args.sales, seed=args.seed)
-    emit(args, summary, demo.format_summary(summary))
+    summary = demo_day.headless_day(Path(args.data_dir) if args.data_dir else None,
+                                    sales=args.sales, seed=args.seed)
+    emit(args, summary, demo_day.format_summary(summary))
     return 0 if summary["register"]["chain_ok"] else 3
 
 

@@ -1,0 +1,162 @@
+"""Dispense benchmark (issue: foundation, item 10).
+
+A store with ≥ 100k prior rows; ≥ 2,000 durable sales of one C-II Rx line + one OTC line
+through the real compliance gate; against the bare durable commit (one-row insert + commit,
+WAL + synchronous=FULL) on the same database, measured in the same run, interleaved in
+blocks so both see the same machine. A maintenance thread runs passive WAL checkpoints off
+the sale path, as the terminal does.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.stats import ratio, summary
+from pharmacy import catalog, inventory
+from pharmacy.ids import new_id
+from pharmacy.store import Store
+from terminal import wiring
+
+OTC = {"ndc": "0904-6728-60", "name": "Ibuprofen 200 mg tablets 100s", "unit": "pack",
+       "price": "7.49", "tax_rate_bp": 825, "ingredients": ["ibuprofen"], "strength": "200 mg"}
+CII = {"ndc": "0406-0552-01", "name": "Oxycodone HCl 5 mg tablets", "unit": "tablet",
+       "price": "0.45", "rx_only": True, "dea_schedule": "CII", "ingredients": ["oxycodone"],
+       "strength": "5 mg", "appl": "A090895:001", "attrs": {"opioid": True}}
+PATIENT = {"id": "pt-bench", "name": "Bench Patient", "address": "1 Test Way, Austin TX 78701",
+           "birth_date": "1970-01-01", "id_document": "TXDL12345678"}
+PRESCRIBER = {"name": "Dr. Maria Alvarez", "address": "1200 Main St, Austin TX 78701",
+              "dea": "BA1234563"}
+
+
+def _prior_rows(store: Store, n: int) -> int:
+    """Bulk history: n past sales with a line, an allocation, a decision and an event each."""
+    c = store.conn
+    t0 = date(2025, 1, 1)
+    with store.transaction():
+        dec, sales, lines, allocs, events = [], [], [], [], []
+        for i in range(n):
+            sid, did = new_id(), new_id()
+            ts = (t0 + timedelta(minutes=i)).isoformat() + "T00:00:00Z"
+            dec.append((did, sid, ts, store.replica_id, "u", "allow", "[]", "[]", None, "{}"))
+            sales.append((sid, ts, store.replica_id, "u", "otc", "US", None, None, None, 749, 62,
+                          811, did))
+            lines.append((sid, 1, OTC["ndc"], 1, 749, 749))
+            allocs.append((sid, 1, "00904672860:HIST", "HIST", "2025-12-31", 1))
+            events.append((new_id(), store.replica_id, "sale", ts, "{}"))
+        c.execute("INSERT OR IGNORE INTO batches VALUES ('00904672860:HIST', ?, 'HIST', "
+                  "'2025-12-31', 'active', '2025-01-01', NULL, NULL, NULL, '2025-01-01')",
+                  (OTC["ndc"],))
+        c.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", dec)
+        c.executemany("INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sales)
+        c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?)", lines)
+        c.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?)", allocs)
+        c.executemany("INSERT INTO events(event_id, replica_id, kind, created_at, body) "
+                      "VALUES (?, ?, ?, ?, ?)", events)
+    store.checkpoint()
+    return 5 * n
+
+
+class _Checkpointer(threading.Thread):
+    """Passive checkpoints on a separate connection, as the terminal's maintenance thread."""
+
+    def __init__(self, path: Path, interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.path, self.interval = path, interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
+        while not self.stop.wait(self.interval):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        conn.close()
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    n_sales = 300 if quick else 2000
+    n_prior = 20_000 if quick else 25_000  # ×5 rows each: 100k / 125k prior rows
+    tmp = Path(tempfile.mkdtemp(prefix="pharmos-bench-"))
+    store = Store.init(tmp / "term", "bench")
+    try:
+        store.set_setting("jurisdiction", "US-TX")
+        catalog.upsert_products(store, [catalog.product_from_json(p) for p in (OTC, CII)])
+        policy = wiring.install_demo_policy(store)
+        if policy is not None:
+            from policy_cache.allowances import grant_allowances
+
+            grant_allowances(store, {"per_day": {"CII": 1_000_000, "CIII": 1_000_000,
+                                                 "CIV": 1_000_000, "CV": 1_000_000,
+                                                 "PSE": 1_000_000, "IN_H": 1_000_000,
+                                                 "IN_H1": 1_000_000, "IN_X": 1_000_000}})
+        expiry = (store.clock().date() + timedelta(days=365)).isoformat()
+        inventory.receive(store, [
+            {"ndc": OTC["ndc"], "lot": "B1", "expiry": expiry, "qty": n_sales * 2},
+            {"ndc": CII["ndc"], "lot": "B2", "expiry": expiry, "qty": n_sales * 20,
+             "order_form": "CSOS-1"},
+        ])
+        prior = _prior_rows(store, n_prior)
+        store.conn.execute("CREATE TABLE bench_floor (id INTEGER PRIMARY KEY, payload TEXT)")
+        gate = wiring.compliance_gate(store)
+        disp = wiring.dispenser(store)
+        today = store.clock().date().isoformat()
+        ckpt = _Checkpointer(tmp / "term" / "pharmos.db")
+        ckpt.start()
+        floor: list[float] = []
+        dispense: list[float] = []
+        refused = 0
+        payload = "x" * 200
+        block = 50
+        try:
+            for start in range(0, n_sales, block):
+                for _ in range(block):
+                    t = time.perf_counter()
+                    store.conn.execute("BEGIN IMMEDIATE")
+                    store.conn.execute("INSERT INTO bench_floor(payload) VALUES (?)", (payload,))
+                    store.conn.execute("COMMIT")
+                    floor.append(time.perf_counter() - t)
+                for i in range(start, min(start + block, n_sales)):
+                    req = {
+                        "jurisdiction": "US-TX",
+                        "user": {"id": "u-bench", "role": "pharmacist"},
+                        "patient": PATIENT,
+                        "rx": {"rx_number": f"RXB{i}", "electronic": True, "written_on": today,
+                               "refill_number": 0, "refills_authorized": 0, "days_supply": 5,
+                               "quantity_prescribed": 10, "daw": 0, "prescriber": PRESCRIBER,
+                               "directions": "1 tab q6h prn pain", "pmp_checked": True},
+                        "lines": [{"ndc": CII["ndc"], "qty": 10}, {"ndc": OTC["ndc"], "qty": 1}],
+                    }
+                    t = time.perf_counter()
+                    try:
+                        disp.sell(req)
+                    except Exception:
+                        refused += 1
+                    dispense.append(time.perf_counter() - t)
+        finally:
+            ckpt.stop.set()
+            ckpt.join()
+        f, d = summary(floor), summary(dispense)
+        return {
+            "dispense": {
+                **d,
+                "p50_ratio": ratio(d["p50_ms"], f["p99_ms"]),
+                "p99_ratio": ratio(d["p99_ms"], f["p99_ms"]),
+                "max_ratio": ratio(d["max_ms"], f["p999_ms"]),
+                "refused": refused,
+                "gate": getattr(gate, "engine", type(gate).__name__),
+                "prior_rows": prior,
+            },
+            "floor": {**f, "what": "one-row insert + commit, WAL + synchronous=FULL"},
+            "targets": {"p50_ratio": 2.0, "p99_ratio": 3.0, "max_ratio": 5.0},
+        }
+    finally:
+        store.close()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)

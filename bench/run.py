@@ -1,0 +1,48 @@
+"""`pharmos bench`: every benchmark prints figures as ratios against floors measured in the
+same run. Each area contributes a module with ``run(quick) -> dict``."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from typing import Any
+
+BENCHES = {
+    "dispense": "bench.dispense",
+    "policy": "bench.policy_bench",
+    "clinical": "bench.clinical_bench",
+    "sync": "bench.sync_bench",
+    "models": "bench.models_bench",
+    "gui": "bench.gui_bench",
+}
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+
+
+def run(quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"machine": machine(), "quick": quick}
+    for name, module in BENCHES.items():
+        if only and name not in only:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            out[name] = {"skipped": f"not available: {e}"}
+            continue
+        result = mod.run(quick)
+        if name == "dispense":
+            out.update(result)  # top-level {"dispense", "floor"} per the CLI contract
+        else:
+            out[name] = result
+    return out
+
+
+def format_result(result: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(result, indent=2)

@@ -1,0 +1,29 @@
+"""Percentiles and ratio helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def pct(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of samples in seconds → milliseconds."""
+    if not samples:
+        return float("nan")
+    s = sorted(samples)
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
+    return s[k] * 1000.0
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(samples),
+        "p50_ms": round(pct(samples, 50), 4),
+        "p99_ms": round(pct(samples, 99), 4),
+        "p999_ms": round(pct(samples, 99.9), 4),
+        "max_ms": round(max(samples) * 1000.0, 4) if samples else float("nan"),
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b > 0 else float("inf")
