@@ -23,7 +23,7 @@ DEMO_USER = {"id": "u-pharm-ava", "role": "pharmacist"}
 PRESCRIBERS = [
     {"name": "Dr. Maria Alvarez", "address": "1200 Main St, Austin TX 78701",
      "dea": "BA1234563"},
-    {"name": "Dr. James Okafor", "address": "77 Elm Ave, Austin TX 78702", "dea": "AO7654323"},
+    {"name": "Dr. James Okafor", "address": "77 Elm Ave, Austin TX 78702", "dea": "AO7654329"},
 ]
 
 
@@ -164,7 +164,7 @@ def run_day(store: Store, gate: ComplianceGate, *, sales: int = 240, seed: int =
     verify = register.verify(store.conn)
     stock_rows = inventory.stock(store.conn, today)
     value = sum(
-        r["on_hand"] * int(round(float(r["unit_cost"] or 0) * 100))
+        r["on_hand"] * round(float(r["unit_cost"] or 0) * 100)
         for r in stock_rows if r["status"] in ("active", "expired", "quarantined")
     )
     return {

@@ -26,6 +26,7 @@ class SqlHistory:
     def units_since(self, purchaser_key: str, ndc_filter: str, since: datetime) -> int:
         """Units sold to a purchaser since a time; ndc_filter is a SQL condition name:
         'cv_otc' (C-V without prescription) or an NDC."""
+        params: tuple[str, ...]
         if ndc_filter == "cv_otc":
             cond, params = "p.dea_schedule = 'CV' AND s.kind = 'otc'", ()
         else:

@@ -51,13 +51,14 @@ def parse_qty(value: Any, *, field: str = "qty", allow_negative: bool = False,
         else:
             raise BadInput(f"{field} must be a whole number of units, got {value!r}",
                            code="BAD_QUANTITY")
-    if value == 0 and not allow_zero:
+    qty = int(value)
+    if qty == 0 and not allow_zero:
         raise BadInput(f"{field} must not be zero", code="BAD_QUANTITY")
-    if value < 0 and not allow_negative:
-        raise BadInput(f"{field} must be positive, got {value}", code="BAD_QUANTITY")
-    if abs(value) > 10_000_000:
-        raise BadInput(f"{field} {value} is implausibly large", code="BAD_QUANTITY")
-    return value
+    if qty < 0 and not allow_negative:
+        raise BadInput(f"{field} must be positive, got {qty}", code="BAD_QUANTITY")
+    if abs(qty) > 10_000_000:
+        raise BadInput(f"{field} {qty} is implausibly large", code="BAD_QUANTITY")
+    return qty
 
 
 def parse_expiry(value: Any) -> date:

@@ -26,4 +26,5 @@ def append_event(
 
 
 def pending_count(conn: sqlite3.Connection, after_seq: int) -> int:
-    return int(conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (after_seq,)).fetchone()[0])
+    row = conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (after_seq,)).fetchone()
+    return int(row[0])

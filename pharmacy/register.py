@@ -102,7 +102,8 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
             chains += 1
         count += 1
 
-        def broken(why: str, row: sqlite3.Row = row) -> VerifyResult:
+        def broken(why: str, row: sqlite3.Row = row, count: int = count,
+                   chains: int = chains) -> VerifyResult:
             return VerifyResult(False, count, chains, {
                 "replica_id": row["replica_id"], "seq": row["seq"],
                 "entry_id": row["entry_id"], "reason": why,

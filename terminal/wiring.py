@@ -28,7 +28,8 @@ def compliance_gate(store: Store) -> ComplianceGate:
         from policy_cache.gate import gate_for_store
     except ImportError:
         return InterimGate()
-    return gate_for_store(store)
+    gate: ComplianceGate = gate_for_store(store)
+    return gate
 
 
 def dispenser(store: Store) -> Dispenser:
@@ -41,4 +42,5 @@ def install_demo_policy(store: Store) -> dict[str, object] | None:
         from policy_cache.demo import install_demo_bundle
     except ImportError:
         return None
-    return install_demo_bundle(store)
+    info: dict[str, object] = install_demo_bundle(store)
+    return info

@@ -24,7 +24,11 @@ def emit(args: argparse.Namespace, obj: Any, human: str | None = None) -> None:
 def read_json_input(source: str) -> Any:
     """Read a JSON document from '-' (stdin) or a file path."""
     try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
     except OSError as e:
         raise BadInput(f"cannot read {source}: {e.strerror}", code="BAD_INPUT_FILE") from None
     try:

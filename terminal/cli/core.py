@@ -94,7 +94,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
     if not isinstance(data, dict):
         raise BadInput("the receipt must be a JSON object with 'batches'", code="BAD_REQUEST")
     with _open(args) as store:
-        changed = inventory.receive(store, data.get("batches"), supplier=data.get("supplier"),
+        changed = inventory.receive(store, data.get("batches") or [], supplier=data.get("supplier"),
                                     reference=data.get("reference"), user_id=data.get("user_id"))
         emit(args, {"received": len(changed.batch_ids), "batch_ids": list(changed.batch_ids),
                     "register_entries": changed.register_entries})

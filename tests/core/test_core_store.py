@@ -34,9 +34,8 @@ def test_transactions_nest_and_roll_back(store: Store) -> None:
 
 def test_begin_immediate_takes_the_write_lock(store: Store) -> None:
     other = sqlite3.connect(store.data_dir / "pharmos.db", timeout=0.05, isolation_level=None)
-    with store.transaction():
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            other.execute("BEGIN IMMEDIATE")
+    with store.transaction(), pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN IMMEDIATE")
     other.close()
 
 
