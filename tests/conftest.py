@@ -27,7 +27,7 @@ SMALL_CATALOG = [
      "dea_schedule": "CII", "appl": "A090895:001"},
     {"ndc": "50580-451-01", "name": "Sudafed 12 Hour 120 mg 10s",
      "ingredients": ["pseudoephedrine"], "strength": "120 mg", "unit": "pack", "pack_size": 1,
-     "price": "9.99", "tax_rate_bp": 825, "cmea": True, "pse_mg_per_unit": 1200},
+     "price": "9.99", "tax_rate_bp": 825, "cmea": True, "pse_mg_per_unit": 984.0},
 ]
 
 
