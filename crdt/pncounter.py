@@ -69,6 +69,19 @@ def pn_leq(a: PNState, b: PNState) -> bool:
     return True
 
 
+def owner_behind(replica: str, local: PNState, incoming: PNState) -> bool:
+    """True when ``incoming`` holds a larger p or n for ``replica`` than ``local`` does.
+
+    Only ``replica`` itself ever raises its entry, so when ``local`` is that replica's own
+    state this cannot happen unless the id was reused: the database was restored from an
+    older backup, or cloned and both copies wrote. Such a replica must take a new id
+    before it writes again, or its next local adds are hidden by the higher entry.
+    """
+    p, n = local.get(replica, (0, 0))
+    p1, n1 = incoming.get(replica, (0, 0))
+    return p1 > p or n1 > n
+
+
 # ---- row encoding ---------------------------------------------------------------------------
 @dataclass(frozen=True, order=True)
 class CounterRow:
