@@ -11,7 +11,7 @@ from pharmacy.errors import PharmosError
 from terminal.cli._common import report_error
 
 # Modules under terminal.cli, each with register(subparsers).
-AREAS = ("core",)
+AREAS = ("core", "clinical")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         return report_error(args, err)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `pharmos stock | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # not a domain error: log it with its traceback, exit 70
         logging.basicConfig()
         logging.getLogger("pharmos").exception("internal error")

@@ -52,6 +52,7 @@ def cmd_catalog_import(args: argparse.Namespace) -> int:
             from pharmacy import orange_book
 
             imported["orange_book"] = orange_book.import_orange_book(store, Path(args.orange_book))
+            imported["orange_book_diff"] = orange_book.last_import(store.conn)
         if args.ndc_product or args.ndc_package:
             if not (args.ndc_product and args.ndc_package):
                 raise BadInput("--ndc-product and --ndc-package go together", code="BAD_ARGS")
