@@ -23,6 +23,8 @@ class Reason:
     severity: Severity = "deny"
     overridable: bool = False
     rule_id: str | None = None
+    line_no: int | None = None  # the cart line the reason is about, when it is about one
+    overridden_by: str | None = None  # the pharmacist who overrode it (severity becomes info)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

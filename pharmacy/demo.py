@@ -137,7 +137,8 @@ def run_day(store: Store, gate: ComplianceGate, *, sales: int = 240, seed: int =
         elif roll < 0.96 and cats["pse"]:
             kind = "pseudoephedrine"
             req.update(lines=[{"ndc": rng.choice(cats["pse"]).ndc, "qty": rng.randint(1, 4)}],
-                       patient=_patient(rng, rng.randint(1, 12)))
+                       patient=_patient(rng, rng.randint(1, 12)),
+                       purchaser_signature="captured on pad")
         else:
             kind = "problem"
             problem = rng.choice(["expired", "short", "unknown", "ci"])

@@ -8,7 +8,7 @@ from pharmacy.errors import BadInput
 
 
 def to_cents(value: str | int | Decimal, *, field: str = "amount") -> int:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise BadInput(f"{field} must be a decimal string such as \"1.23\"", code="BAD_MONEY")
     try:
         d = Decimal(str(value))

@@ -152,7 +152,9 @@ class Dispenser:
                 unit=r.product.unit, rx_only=r.product.rx_only,
                 dea_schedule=r.product.dea_schedule, india_schedule=r.product.india_schedule,
                 cmea=r.product.cmea, pse_mg_per_unit=r.product.pse_mg_per_unit,
-                ingredients=r.product.ingredients, attrs=r.product.attrs,
+                ingredients=r.product.ingredients,
+                attrs={"manufacturer": r.product.manufacturer,
+                       "strength": r.product.strength, **r.product.attrs},
                 allocations=tuple(a.to_json() for a in r.allocations),
             )
             for r in resolved

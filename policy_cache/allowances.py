@@ -1,0 +1,85 @@
+"""Offline allowances: units per day per schedule that head office grants a terminal at each
+sync (until the sync issue lands: `pharmos policy grant`). Consumption is counted locally by
+the offline_usage table, which a trigger fills when an offline sale commits."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from pharmacy.clock import iso, parse_iso
+from pharmacy.store import Store
+from policy_cache.errors import PolicyInputError
+
+SETTING = "policy.allowances"
+CLASSES = ("CII", "CIII", "CIV", "CV", "PSE", "H", "H1", "X")
+ALIASES = {"IN_H": "H", "IN_H1": "H1", "IN_X": "X"}
+META_KEYS = ("valid_until", "grant_id", "granted_at")
+DEMO_ALLOWANCES = {"CII": 2, "CIII": 30, "CIV": 60, "CV": 30, "PSE": 10, "H": 200, "H1": 60,
+                   "X": 5}
+
+
+def grant_allowances(store: Store, grant: dict[str, Any]) -> None:
+    """Replace the terminal's offline allowances.
+
+    ``grant`` = {"per_day": {"CII": 0, "CIII": 20, ...}, "valid_until": ISO time (optional:
+    defaults to, and is capped at, the active bundle's offline_until), "grant_id": optional}.
+    A flat {"CII": 0, "CIII": 20, ...} (as a sync publication may carry it) is accepted too.
+    """
+    if not isinstance(grant, dict):
+        raise PolicyInputError("the grant must be a JSON object with 'per_day'",
+                               code="BAD_GRANT")
+    if "per_day" not in grant:
+        grant = {"per_day": {k: v for k, v in grant.items() if k not in META_KEYS},
+                 **{k: grant[k] for k in META_KEYS if k in grant}}
+    per_day = grant.get("per_day")
+    if not isinstance(per_day, dict) or not per_day:
+        raise PolicyInputError("the grant needs 'per_day': {schedule: units per day}",
+                               code="BAD_GRANT")
+    clean: dict[str, int] = {}
+    for k, v in per_day.items():
+        k = ALIASES.get(k, k)
+        if k not in CLASSES:
+            raise PolicyInputError(f"unknown allowance class {k!r}; use {', '.join(CLASSES)}",
+                                   code="BAD_GRANT")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > 1_000_000:
+            raise PolicyInputError(f"allowance {k} must be a whole number of units >= 0",
+                                   code="BAD_GRANT")
+        clean[k] = v
+    from policy_cache.gate import gate_for_store, invalidate
+
+    bg = gate_for_store(store).bundle_gate
+    now = store.clock()
+    cap = bg.meta.offline_until if bg is not None else None
+    until = cap
+    if grant.get("valid_until") is not None:
+        try:
+            until = parse_iso(str(grant["valid_until"]))
+        except ValueError:
+            raise PolicyInputError(f"valid_until {grant['valid_until']!r} is not an ISO time",
+                                   code="BAD_GRANT") from None
+        if cap is not None and until > cap:
+            until = cap
+    if until is None:
+        raise PolicyInputError("no policy bundle is installed, so the grant needs valid_until",
+                               code="BAD_GRANT")
+    store.set_json_setting(SETTING, {
+        "per_day": clean, "valid_until": iso(until), "granted_at": iso(now),
+        "grant_id": str(grant.get("grant_id") or ""),
+    })
+    from policy_cache.install import note_seen
+
+    note_seen(store, now)
+    invalidate(store)
+
+
+def current_allowances(store: Store) -> dict[str, Any] | None:
+    raw = store.get_json_setting(SETTING)
+    return raw if isinstance(raw, dict) else None
+
+
+def usage_today(store: Store) -> dict[str, int]:
+    """Units sold offline today (UTC day), by NDC."""
+    day = store.clock().astimezone(UTC).date().isoformat()
+    return {r[0]: int(r[1]) for r in store.conn.execute(
+        "SELECT ndc, units FROM offline_usage WHERE day = ?", (day,))}

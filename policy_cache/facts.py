@@ -1,0 +1,613 @@
+"""From a ComplianceRequest to one Cedar context per cart line.
+
+Arithmetic over history (CMEA grams per calendar day and 30 days, C-V units in 48 hours,
+partial-fill windows, prior fills, offline units used today) happens here, in Python; every
+threshold comes from the bundle's jurisdiction data and is handed to Cedar as ``cap_*``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
+from typing import Any, Protocol
+
+from pharmacy.clock import iso, parse_iso
+from pharmacy.compliance import ComplianceRequest, LineFacts
+from policy_cache.bundle import BundleMeta
+from policy_cache.data import DEA_RANK, INDIA_RANK, BundleData, zone
+from policy_cache.dea import dea_number_ok, registration_covers, registration_expired
+
+
+class PolicyHistory(Protocol):
+    """The terminal's own records the gate reads (pharmacy.history.SqlHistory)."""
+
+    def purchases_since(self, purchaser_key: str, since: datetime) -> list[dict[str, Any]]: ...
+
+    def rx_fill_history(self, rx_number: str) -> list[dict[str, Any]]: ...
+
+    def offline_usage(self, day: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class Env:
+    """What the gate knows besides the request."""
+
+    now: datetime
+    last_seen: datetime | None = None
+    allowances: dict[str, Any] | None = None
+    history: PolicyHistory | None = None
+    timezone: str | None = None
+
+
+@dataclass
+class LineEval:
+    """One line's facts: ``context`` holds the numbers, ``flags`` the facts Cedar sees as
+    ``context.f``; ``vars`` fill in messages. The gate prunes both to what a partition uses."""
+
+    line: LineFacts
+    tags: frozenset[str]
+    context: dict[str, Any]
+    flags: frozenset[str]
+    vars: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LineClass:
+    dea: str | None
+    india: str | None
+    pse: bool
+    classes: frozenset[str]
+    restricted: bool
+
+    @property
+    def offline_class(self) -> str | None:
+        if self.dea:
+            return self.dea
+        if self.pse:
+            return "PSE"
+        if self.india in ("H", "H1", "X"):
+            return self.india
+        return None
+
+
+def _stricter(rank: Mapping[str, int], a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if rank.get(a, 0) >= rank.get(b, 0) else b
+
+
+def classify(data: BundleData, ndc: str, dea: str | None, india: str | None, cmea: bool,
+             ingredients: tuple[str, ...], attrs: Mapping[str, Any]) -> LineClass:
+    """The stricter of the catalog's and the bundle's classification (memoized)."""
+    key = (ndc, dea, india, cmea, ingredients,
+           tuple(bool(attrs.get(a)) for a in data.catalog_attr_classes))
+    hit: LineClass | None = data.class_cache.get(key)
+    if hit is None:
+        hit = _classify(data, ndc, dea, india, cmea, ingredients, attrs)
+        if len(data.class_cache) > 4096:
+            data.class_cache.clear()
+        data.class_cache[key] = hit
+    return hit
+
+
+def _classify(data: BundleData, ndc: str, dea: str | None, india: str | None, cmea: bool,
+              ingredients: tuple[str, ...], attrs: Mapping[str, Any]) -> LineClass:
+    dea = _stricter(DEA_RANK, dea, data.schedule_overrides.get(ndc))
+    india = _stricter(INDIA_RANK, india, data.india_schedule_of(ingredients))
+    pse = bool(cmea) or ndc in data.pse_base_mg
+    classes: set[str] = set()
+    for ing in ingredients:
+        classes.update(data.ingredient_classes.get(ing.strip().lower(), ()))
+    for attr, cls in data.catalog_attr_classes.items():
+        if attrs.get(attr):
+            classes.add(cls)
+    if ndc in data.cv_opium:
+        classes.add("opium")
+    restricted = bool(dea) or pse or india in ("H", "H1", "X")
+    return LineClass(dea, india, pse, frozenset(classes), restricted)
+
+
+# ---- small parsers: None when absent; the field name goes to ``bad`` when unreadable ----------
+def _present(v: Any) -> bool:
+    if v is None or v is False:
+        return False
+    if isinstance(v, str):
+        return bool(v.strip())
+    if isinstance(v, dict):
+        return any(_present(x) for x in v.values())
+    if isinstance(v, list | tuple):
+        return bool(v)
+    return True
+
+
+def _int(d: Mapping[str, Any], key: str, bad: set[str], name: str | None = None) -> int | None:
+    v = d.get(key)
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool):
+        bad.add(name or key)
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v.strip())
+    bad.add(name or key)
+    return None
+
+
+def _date(d: Mapping[str, Any], key: str, bad: set[str], name: str | None = None) -> date | None:
+    v = d.get(key)
+    if v is None or v == "":
+        return None
+    try:
+        s = str(v).strip()
+        return date.fromisoformat(s[:10]) if len(s) >= 10 else date.fromisoformat(s)
+    except ValueError:
+        bad.add(name or key)
+        return None
+
+
+def _flag(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "yes", "y", "1")
+    return v is True or (isinstance(v, int) and not isinstance(v, bool) and v == 1)
+
+
+def add_months(d: date, months: int) -> date:
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    last = (date(year + (month == 12), month % 12 + 1, 1) - timedelta(days=1)).day
+    return date(year, month, min(d.day, last))
+
+
+def months_ceil(start: date, end: date) -> int:
+    """The smallest m with end <= start + m months ("more than 6 months" <=> result > 6)."""
+    if end <= start:
+        return 0
+    m = (end.year - start.year) * 12 + end.month - start.month
+    return m if add_months(start, m) >= end else m + 1
+
+
+def _norm_name(s: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", s.casefold()).split())
+
+
+_RX_FLAGS = ("emergency_oral", "pmp_checked", "acute_pain", "acute_pain_exception",
+             "original_verified", "duplicate_retained", "security_form")
+PARTIAL_MODES = {"cara": "cara", "patient_request": "cara", "prescriber_request": "cara",
+                 "short_stock": "short_stock", "pharmacy_short": "short_stock",
+                 "ltcf": "ltcf", "terminal": "terminal", "terminally_ill": "terminal"}
+ORIGINS = ("paper", "electronic", "fax", "oral")
+CHANNELS = ("retail", "mail_order", "mobile")
+SETTINGS = ("ltcf", "hospice", "home_infusion", "terminal")
+
+
+def partial_mode(v: Any) -> str | None:
+    if v is True:
+        return "short_stock"
+    if isinstance(v, str):
+        return PARTIAL_MODES.get(v.strip().lower())
+    return None
+
+
+@lru_cache(maxsize=64)
+def _iso(dt: datetime) -> str:
+    return iso(dt)
+
+
+def _fmt_g(ug: Any) -> str:
+    return f"{float(ug) / 1e6:.3f}".rstrip("0").rstrip(".") if isinstance(ug, int) else "?"
+
+
+def _hours(a: datetime, b: datetime) -> int:
+    return int((a - b).total_seconds() // 3600)
+
+
+class FactBuilder:
+    """Builds the per-line contexts of one request."""
+
+    def __init__(self, data: BundleData, meta: BundleMeta, req: ComplianceRequest,
+                 env: Env) -> None:
+        self.data, self.meta, self.req, self.env = data, meta, req, env
+        self.tz: tzinfo = data.timezone(req.jurisdiction)
+        if env.timezone:
+            try:
+                self.tz = zone(env.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                pass  # an unknown zone name in settings: keep the jurisdiction's zone
+        self.at = req.at if req.at.tzinfo is not None else req.at.replace(tzinfo=UTC)
+        self.day = self.at.astimezone(self.tz).date()
+        self.active = data.active(req.jurisdiction, self.day)
+        self.chain = self.active.chain
+        self.rules = self.active.rules
+        self.caps_key = self.active.caps_key
+        self.history = env.history
+
+    # ---- request-level facts -----------------------------------------------------------------
+    def build(self) -> list[LineEval]:
+        req, data = self.req, self.data
+        classes = [classify(data, ln.ndc, ln.dea_schedule, ln.india_schedule, ln.cmea,
+                            ln.ingredients, ln.attrs) for ln in req.lines]
+        flags: set[str] = set()
+        nums: dict[str, int] = {}
+        vars_: dict[str, Any] = {"bundle_version": self.meta.bundle_version,
+                                 "offline_until": _iso(self.meta.offline_until),
+                                 **self.active.caps_vars}
+        missing: set[str] = set()
+        bad: set[str] = set()
+        user = req.user or {}
+        if str(user.get("role") or "") == "pharmacist":
+            flags.add("pharmacist")
+        if not _present(user.get("id")):
+            missing.add("dispenser")
+        patient = req.patient if isinstance(req.patient, dict) else {}
+        if req.patient is not None and not isinstance(req.patient, dict):
+            bad.add("patient")
+        self._patient_facts(patient, flags, nums, missing, bad)
+        rx_lines_qty = sum(ln.qty for ln, c in zip(req.lines, classes, strict=True)
+                           if ln.rx_only or c.dea or c.india in ("H", "H1", "X"))
+        rx = req.rx
+        if rx is not None:
+            if isinstance(rx, dict):
+                flags.add("rx")
+                self._rx_facts(rx, flags, nums, vars_, missing, bad, rx_lines_qty, classes)
+            else:
+                flags.add("rx")
+                bad.add("rx")
+        extra = req.extra or {}
+        channel = str(extra.get("channel") or "retail")
+        if channel not in CHANNELS:
+            bad.add("channel")
+            channel = "retail"
+        flags.add(f"channel:{channel}")
+        if any(_present(x) for x in (extra.get("purchaser_signature"),
+                                     extra.get("signature_captured"), patient.get("signature"))):
+            flags.add("signature")
+        else:
+            missing.add("signature")
+        if req.offline:
+            flags.add("offline")
+        now = self.env.now
+        if max(self.at, now) > self.meta.offline_until:
+            flags.add("bundle_expired")
+        if self.env.last_seen is not None and now < self.env.last_seen - data.rollback_tolerance:
+            flags.add("clock_rollback")
+            vars_["last_seen"] = iso(self.env.last_seen)
+        flags.update(self.active.outage_flags)
+        if bad:
+            flags.add("invalid")
+            vars_["invalid_fields"] = ", ".join(sorted(bad))
+            missing.update(bad)
+        flags.update(f"missing:{m}" for m in missing)
+        purchase = self._purchase_totals(classes, patient, flags)
+        offline_usage = self._offline_usage(classes) if req.offline else None
+        return [self._line(i, ln, cls, flags, nums, vars_, purchase, offline_usage)
+                for i, (ln, cls) in enumerate(zip(req.lines, classes, strict=True))]
+
+    def _patient_facts(self, patient: Mapping[str, Any], flags: set[str], nums: dict[str, int],
+                       missing: set[str], bad: set[str]) -> None:
+        for key in ("id", "name", "address"):
+            if not _present(patient.get(key)):
+                missing.add(f"patient.{key}")
+        born = _date(patient, "birth_date", bad, "patient.birth_date")
+        if born is None:
+            missing.add("patient.birth_date")
+        else:
+            age = self.day.year - born.year - ((self.day.month, self.day.day) <
+                                               (born.month, born.day))
+            nums["patient_age"] = age
+        doc = patient.get("id_document")
+        if _present(doc):
+            flags.add("id_captured")
+            if isinstance(doc, dict) and _present(doc.get("name")) and _present(
+                    patient.get("name")) and _norm_name(str(doc["name"])) != _norm_name(
+                    str(patient["name"])):
+                flags.add("id_name_mismatch")
+        else:
+            missing.add("id_document")
+
+    def _rx_facts(self, rx: Mapping[str, Any], flags: set[str], nums: dict[str, int],
+                  vars_: dict[str, Any], missing: set[str], bad: set[str], rx_lines_qty: int,
+                  classes: list[LineClass]) -> None:
+        origin = str(rx.get("origin") or "").strip().lower()
+        if origin not in ORIGINS:
+            if origin:
+                bad.add("origin")
+            origin = "electronic" if _flag(rx.get("electronic")) else (
+                "oral" if _flag(rx.get("emergency_oral")) else "paper")
+        flags.add(f"origin:{origin}")
+        for key in _RX_FLAGS:
+            v = rx.get(key)
+            if v is True or (v is not None and v is not False and _flag(v)):
+                flags.add(key)
+        if _present(rx.get("pmp_outage")):
+            flags.add("pmp_outage")
+        if _present(rx.get("condition_code")):
+            flags.add("condition_code")
+        setting = str(rx.get("patient_setting") or "").strip().lower()
+        if setting in SETTINGS:
+            flags.add(f"setting:{setting}")
+        written = _date(rx, "written_on", bad)
+        if written is None:
+            missing.add("written_on")
+        else:
+            nums["rx_age_days"] = (self.day - written).days
+            start = datetime.combine(written, time(0), self.tz)
+            nums["rx_age_hours"] = _hours(self.at, start)
+            nums["rx_age_months"] = months_ceil(written, self.day)
+            earliest = _date(rx, "earliest_fill_date", bad)
+            base = max(written, earliest) if earliest else written
+            nums["tx_cii_age_days"] = (self.day - base).days
+        refill = _int(rx, "refill_number", bad)
+        refill = 0 if refill is None else refill
+        nums["refill_number"] = refill
+        auth = _int(rx, "refills_authorized", bad)
+        if auth is not None:
+            nums["refills_authorized"] = auth
+        days = _int(rx, "days_supply", bad)
+        if days is not None:
+            nums["days_supply"] = days
+        else:
+            missing.add("days_supply")
+        qty_key = "quantity_prescribed" if rx.get("quantity_prescribed") is not None else "quantity"
+        qty_rx = _int(rx, qty_key, bad, "quantity")
+        if qty_rx is None:
+            missing.add("quantity")
+        else:
+            nums["qty_prescribed"] = qty_rx
+        if not _present(rx.get("directions")):
+            missing.add("directions")
+        repeats = _int(rx, "repeats", bad)
+        nums["repeats_allowed"] = repeats or 0
+        pres = rx.get("prescriber")
+        if pres is not None and not isinstance(pres, dict):
+            bad.add("prescriber")
+            pres = None
+        pres = pres or {}
+        for key in ("name", "address", "dea"):
+            if not _present(pres.get(key)):
+                missing.add(f"prescriber.{key}")
+        dea_no = str(pres.get("dea") or "").strip().upper()
+        if dea_no:
+            vars_["prescriber_dea"] = dea_no
+            if not dea_number_ok(dea_no):
+                flags.add("prescriber_dea:bad")
+            expires = _date(pres, "dea_expires", bad, "prescriber.dea_expires")
+            if registration_expired(expires, self.day):
+                flags.add("prescriber_dea:expired")
+                vars_["prescriber_dea_expires"] = expires and expires.isoformat()
+            for c in classes:
+                if c.dea and registration_covers(pres.get("dea_schedules"), c.dea) is False:
+                    flags.add("prescriber_dea:not_covered")
+        mode = partial_mode(rx.get("partial_fill"))
+        if rx.get("partial_fill") not in (None, False, "", True) and mode is None:
+            bad.add("partial_fill")
+        fills: list[dict[str, Any]] = []
+        number = rx.get("rx_number")
+        if _present(number) and self.history is not None:
+            fills = self.history.rx_fill_history(str(number))
+        same = [f for f in fills if int(f.get("refill_number") or 0) == refill]
+        if mode is None and same:
+            mode = partial_mode(same[0].get("partial_fill"))
+        if mode:
+            flags.add(f"partial:{mode}")
+        if same:
+            flags.add("later_portion")
+            first = parse_iso(str(same[0]["created_at"]))
+            nums["hours_since_first_partial"] = _hours(self.at, first)
+        qty_after = sum(int(f.get("qty") or 0) for f in same) + rx_lines_qty
+        nums["qty_after"] = qty_after
+        nums["prior_fills"] = len(fills)
+        if mode or same or (qty_rx is not None and qty_after < qty_rx):
+            flags.add("is_partial")
+        if _present(rx.get("strength")):
+            flags.add("rx_strength")
+
+    # ---- purchaser totals (CMEA, C-V without prescription) -----------------------------------
+    def _purchase_totals(self, classes: list[LineClass], patient: Mapping[str, Any],
+                         flags: set[str]) -> dict[str, Any]:
+        data, req = self.data, self.req
+        pse_idx = [i for i, c in enumerate(classes) if c.pse]
+        cv_idx = [i for i, c in enumerate(classes)
+                  if c.dea == "CV" and "rx" not in flags and self._cv_eligible(req.lines[i])]
+        out: dict[str, Any] = {"cv_otc": set(cv_idx), "pse_unknown": set()}
+        if not pse_idx and not cv_idx:
+            return out
+        rows: list[dict[str, Any]] = []
+        pid = patient.get("id")
+        if _present(pid) and self.history is not None:
+            rows = self.history.purchases_since(str(pid), self.at - timedelta(days=30))
+        if pse_idx:
+            day_ug = month_ug = 0
+            cut30 = self.at - timedelta(days=30)
+            for r in rows:
+                cls = classify(data, r["ndc"], r["dea_schedule"], None, r["cmea"], (), r["attrs"])
+                if not cls.pse:
+                    continue
+                mg = data.pse_base_mg.get(r["ndc"], r["pse_mg_per_unit"])
+                if mg is None:
+                    continue
+                ug = round(float(mg) * 1000) * r["qty"]
+                when = parse_iso(str(r["created_at"]))
+                if when.astimezone(self.tz).date() == self.day:
+                    day_ug += ug
+                if when >= cut30:
+                    month_ug += ug
+            for i in pse_idx:
+                ln = req.lines[i]
+                mg = data.pse_base_mg.get(ln.ndc, ln.pse_mg_per_unit)
+                if mg is None:
+                    out["pse_unknown"].add(i)
+                    continue
+                ug = round(float(mg) * 1000) * ln.qty
+                day_ug += ug
+                month_ug += ug
+            out["pse_day_ug"], out["pse_30d_ug"] = day_ug, month_ug
+            out["pse_log_required"] = not self._log_exempt(pse_idx)
+        if cv_idx:
+            du = ml = 0
+            cut48 = self.at - timedelta(hours=48)
+            for r in rows:
+                if r["kind"] != "otc":
+                    continue
+                cls = classify(data, r["ndc"], r["dea_schedule"], None, False, (), r["attrs"])
+                if cls.dea != "CV" or parse_iso(str(r["created_at"])) < cut48:
+                    continue
+                d, m = self._cv_units(r["ndc"], str(r["unit"]), r["qty"], r["attrs"])
+                du, ml = du + d, ml + m
+            for i in cv_idx:
+                ln = req.lines[i]
+                d, m = self._cv_units(ln.ndc, ln.unit, ln.qty, ln.attrs)
+                du, ml = du + d, ml + m
+            out["cv_48h_du"], out["cv_48h_ml"] = du, ml
+        return out
+
+    def _cv_eligible(self, ln: LineFacts) -> bool:
+        return ln.ndc in self.data.cv_otc_eligible or bool(ln.attrs.get("cv_otc_eligible"))
+
+    def _cv_units(self, ndc: str, unit: str, qty: int, attrs: Mapping[str, Any]
+                  ) -> tuple[int, int]:
+        ml_per = self.data.volume_ml.get(ndc) or attrs.get("ml_per_unit")
+        if isinstance(ml_per, int | float) and ml_per > 0:
+            return 0, math.ceil(qty * float(ml_per))
+        if unit.strip().lower() in ("ml", "milliliter", "millilitre"):
+            return 0, qty
+        per = attrs.get("dosage_units_per_unit")
+        if not isinstance(per, int):
+            per = attrs.get("container_size") if unit.lower() in ("pack", "box", "bottle",
+                                                                 "strip") else 1
+        return qty * (per if isinstance(per, int) and per > 0 else 1), 0
+
+    def _log_exempt(self, pse_idx: list[int]) -> bool:
+        """One package containing no more than the exempt amount (21 CFR 1314.30(a)(1))."""
+        if len(pse_idx) != 1:
+            return False
+        ln = self.req.lines[pse_idx[0]]
+        if ln.qty != 1:
+            return False
+        salt = self.data.pse_salt_mg.get(ln.ndc)
+        if salt is None:
+            per, n = ln.attrs.get("pse_salt_mg_per_dose_unit"), ln.attrs.get("container_size")
+            if isinstance(per, int | float) and isinstance(n, int):
+                salt = float(per) * n
+        limit = self.data.thresholds.get("pse_log_exempt_salt_mg")
+        return salt is not None and limit is not None and salt <= limit
+
+    # ---- offline allowance -------------------------------------------------------------------
+    def _offline_usage(self, classes: list[LineClass]) -> dict[str, Any]:
+        grant = self.env.allowances or {}
+        raw = grant.get("per_day")
+        per_day: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        valid_until = grant.get("valid_until")
+        valid = False
+        if isinstance(valid_until, str):
+            try:
+                valid = self.env.now <= min(parse_iso(valid_until), self.meta.offline_until)
+            except ValueError:
+                valid = False
+        used: dict[str, int] = {}
+        day = self.at.astimezone(UTC).date().isoformat()
+        if self.history is not None and any(c.restricted for c in classes):
+            for r in self.history.offline_usage(day):
+                oc = classify(self.data, r["ndc"], r["dea_schedule"], r["india_schedule"],
+                              r["cmea"], r["ingredients"], r["attrs"]).offline_class
+                if oc:
+                    used[oc] = used.get(oc, 0) + int(r["units"])
+        for ln, c in zip(self.req.lines, classes, strict=True):
+            oc = c.offline_class
+            if oc:
+                used[oc] = used.get(oc, 0) + ln.qty
+        allowance = {k: int(v) for k, v in per_day.items()
+                     if isinstance(v, int) and not isinstance(v, bool)} if valid else {}
+        return {"used": used, "allowance": allowance}
+
+    # ---- one line ----------------------------------------------------------------------------
+    def _line(self, idx: int, ln: LineFacts, cls: LineClass, flags: set[str],
+              nums: dict[str, int], vars_: dict[str, Any], purchase: dict[str, Any],
+              offline_usage: dict[str, Any] | None) -> LineEval:
+        f = set(flags)
+        ctx: dict[str, Any] = {"j": self.req.jurisdiction, "qty": ln.qty}
+        tags = {"any"}
+        if ln.rx_only:
+            f.add("rx_only")
+            tags.add("rx_only")
+        rx_line = ln.rx_only or bool(cls.dea) or cls.india in ("H", "H1", "X")
+        if "rx" in flags and rx_line:
+            tags.add("rx")
+        elif "rx" in flags:  # an OTC item in a prescription sale: the Rx is not about it
+            f.discard("rx")
+            f.discard("invalid")
+        if cls.restricted:
+            f.add("restricted")
+            tags.add("restricted")
+        if cls.dea:
+            f.update(("controlled", f"dea:{cls.dea}"))
+            tags.add("dea")
+            tags.add("cii" if cls.dea == "CII" else "ciii_v" if cls.dea != "CI" else "dea")
+        if cls.pse:
+            f.add("pse")
+            tags.add("pse")
+        if cls.india:
+            f.add(f"india:{cls.india}")
+            tags.add("india")
+        f.update(f"class:{c}" for c in cls.classes)
+        if "opium" in cls.classes or ln.attrs.get("opium_containing"):
+            f.add("opium")
+        if ln.attrs.get("ndps"):
+            f.add("ndps")
+        today = self.day.isoformat()
+        for a in ln.allocations:
+            if str(a.get("expiry") or "9999") < today:
+                f.add("lot_expired")
+            if not _present(a.get("lot")):
+                f.add("missing:batch")
+            if not _present(a.get("expiry")):
+                f.add("missing:expiry")
+        if not ln.allocations:
+            f.update(("missing:batch", "missing:expiry"))
+        if not _present(ln.attrs.get("manufacturer")):
+            f.add("missing:manufacturer")
+        if "rx_strength" not in flags and not _present(ln.attrs.get("strength")):
+            f.add("missing:strength")
+        if rx_line or cls.india:
+            for k in ("patient_age", "rx_age_days", "rx_age_hours", "rx_age_months",
+                      "tx_cii_age_days", "refill_number", "refills_authorized", "days_supply",
+                      "qty_prescribed", "qty_after", "hours_since_first_partial", "prior_fills",
+                      "repeats_allowed"):
+                if k in nums:
+                    ctx[k] = nums[k]
+        elif "patient_age" in nums:
+            ctx["patient_age"] = nums["patient_age"]
+        if cls.pse:
+            if idx in purchase["pse_unknown"]:
+                f.add("pse_content_unknown")
+            if "pse_day_ug" in purchase:
+                ctx["pse_day_ug"], ctx["pse_30d_ug"] = purchase["pse_day_ug"], purchase[
+                    "pse_30d_ug"]
+            if purchase.get("pse_log_required"):
+                f.add("pse_log_required")
+        if idx in purchase["cv_otc"]:
+            f.add("cv_otc")
+            tags.add("cv_otc")
+            ctx["cv_48h_du"], ctx["cv_48h_ml"] = purchase["cv_48h_du"], purchase["cv_48h_ml"]
+        lvars = dict(vars_)
+        lvars.update(name=ln.name, ndc=ln.ndc, schedule=(cls.dea or "")[1:] or cls.dea,
+                     india_schedule=cls.india)
+        if offline_usage is not None and cls.restricted:
+            oc = cls.offline_class or "restricted"
+            ctx["offline_used"] = offline_usage["used"].get(oc, 0)
+            ctx["offline_allowance"] = offline_usage["allowance"].get(oc, 0)
+            lvars["offline_class"] = oc
+        for k in ("pse_day_ug", "pse_30d_ug"):
+            if k in ctx:
+                lvars[k[:-3] + "_g"] = _fmt_g(ctx[k])
+        return LineEval(ln, frozenset(tags), ctx, frozenset(f), lvars)

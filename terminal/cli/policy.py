@@ -1,0 +1,252 @@
+"""`pharmos policy`: build and sign bundles (head office); trust, install, show, grant and
+check on a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pharmacy.clock import parse_iso, utcnow
+from pharmacy.errors import BadInput
+from pharmacy.signing import SigningKey
+from pharmacy.store import Store
+from terminal import wiring
+from terminal.cli._common import add_data_dir, add_json, emit, read_json_input
+
+ALL_JURISDICTIONS = "US,US-TX,US-FL,US-NY,US-CA,IN"
+
+
+def _open(args: argparse.Namespace) -> Store:
+    return Store.open(wiring.resolve_data_dir(args.data_dir))
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror}", code="BAD_INPUT_FILE") from None
+
+
+def _write(path: str, data: bytes) -> None:
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror}", code="BAD_OUTPUT_FILE") from None
+
+
+# ---- head office ------------------------------------------------------------------------------
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = SigningKey.generate()
+    path = Path(args.out)
+    if path.exists() and not args.force:
+        raise BadInput(f"{path} exists; pass --force to replace it", code="KEY_EXISTS")
+    key.save(path)
+    emit(args, {"key_id": key.key_id, "private_key": str(path),
+                "public_key": str(path) + ".pub"},
+         f"key {key.key_id}: private {path}, public {path}.pub")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from policy_cache.bundle import build_bundle, peek_meta
+
+    issued = parse_iso(args.issued_at) if args.issued_at else utcnow()
+    if args.offline_hours <= 0:
+        raise BadInput("--offline-hours must be positive", code="BAD_OFFLINE_HOURS")
+    raw = build_bundle(args.source, version=args.version,
+                       jurisdictions=[j.strip() for j in args.jurisdictions.split(",")
+                                      if j.strip()],
+                       issued_at=issued, offline_until=issued + timedelta(hours=args.offline_hours))
+    _write(args.out, raw)
+    meta = peek_meta(raw)
+    emit(args, {"out": args.out, "signed": False, **meta},
+         f"built {args.out}: bundle {meta['bundle_version']}, {meta['policy_count']} policies, "
+         f"offline until {meta['offline_until']} (unsigned)")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from policy_cache.bundle import peek_meta, sign_bundle
+
+    key = SigningKey.load(Path(args.key))
+    signed = sign_bundle(_read(args.input), key)
+    _write(args.out, signed)
+    meta = peek_meta(signed)
+    emit(args, {"out": args.out, "signed": True, **meta},
+         f"signed {args.out} with key {key.key_id}")
+    return 0
+
+
+# ---- terminal -----------------------------------------------------------------------------------
+def cmd_trust(args: argparse.Namespace) -> int:
+    from policy_cache.trust import trust_key, trusted_key_ids
+
+    pem = _read(args.pubkey)
+    with _open(args) as store:
+        kid = trust_key(store, pem)
+        emit(args, {"trusted": kid, "trusted_keys": trusted_key_ids(store)},
+             f"trusted head-office key {kid}")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from policy_cache.install import install_bundle
+
+    raw = _read(args.file)
+    with _open(args) as store:
+        result = install_bundle(store, raw)
+        emit(args, result, f"installed policy bundle {result['bundle_version']} "
+                           f"(offline until {result['offline_until']})"
+             if result.get("installed") else f"bundle {result['bundle_version']} is already "
+                                              "active")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from policy_cache.install import show
+
+    with _open(args) as store:
+        info = show(store)
+    active = info["active"]
+    human = ("no verified policy bundle is active (" + info["status"] + ")" if active is None
+             else f"bundle {active['bundle_version']} ({info['status']}), {active['rules']} "
+                  f"rules, offline until {active['offline_until']}, jurisdictions "
+                  f"{', '.join(active['jurisdictions'])}")
+    emit(args, info, human)
+    return 0
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    from policy_cache.allowances import current_allowances, grant_allowances
+
+    grant = read_json_input(args.input)
+    with _open(args) as store:
+        grant_allowances(store, grant)
+        out = current_allowances(store)
+        emit(args, {"allowances": out}, f"offline allowances granted until "
+                                        f"{(out or {}).get('valid_until')}")
+    return 0
+
+
+def _decision_out(decision: Any) -> dict[str, Any]:
+    return {"decision": decision.decision,
+            "reasons": [r.to_json() for r in decision.reasons],
+            "obligations": list(decision.obligations),
+            "bundle_version": decision.bundle_version}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    req = read_json_input(args.input)
+    with _open(args) as store:
+        decision = wiring.dispenser(store).check(req)
+    out = _decision_out(decision)
+    lines = [f"{decision.decision.upper()} (bundle {decision.bundle_version})"]
+    for r in decision.reasons:
+        lines.append(f"  {r.severity:<5} {r.code}: {r.message}"
+                     + (f" [{r.citation}]" if r.citation else ""))
+    if decision.obligations:
+        lines.append("  obligations: " + ", ".join(decision.obligations))
+    emit(args, out, "\n".join(lines))
+    return 0 if decision.decision == "allow" else 2
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from policy_cache.bundle import build_bundle, verify_bundle
+    from policy_cache.engine import PolicyEngine
+
+    if args.data_dir or os.environ.get("PHARMOS_DATA_DIR"):
+        from policy_cache.gate import gate_for_store
+
+        with _open(args) as store:
+            bg = gate_for_store(store).bundle_gate
+            if bg is None:
+                raise BadInput("no verified policy bundle is active on this terminal",
+                               code="BUNDLE_MISSING")
+            rules = bg.policies.describe()
+            version = bg.meta.bundle_version
+    else:
+        from pharmacy.signing import TrustStore
+
+        key = SigningKey.generate()
+        from policy_cache.bundle import sign_bundle
+
+        now = utcnow()
+        raw = sign_bundle(build_bundle(args.source, version="source", jurisdictions=["US"],
+                                       issued_at=now, offline_until=now + timedelta(hours=1)),
+                          key)
+        rules = PolicyEngine(verify_bundle(raw, TrustStore([key.public]))).describe()
+        version = "source"
+    emit(args, {"bundle_version": version, "rules": rules},
+         "\n".join(f"{r['rule_id']:<36} {r['outcome']:<10} {r['code'] or '':<34} "
+                   f"{r['citation'] or ''}" for r in rules))
+    return 0
+
+
+def register(sub: Any) -> None:
+    pol = sub.add_parser("policy", help="signed policy bundles and compliance decisions")
+    ps = pol.add_subparsers(dest="policy_command", required=True)
+
+    p = ps.add_parser("keygen", help="create a head-office Ed25519 signing key")
+    add_json(p)
+    p.add_argument("--out", required=True, help="private key file (public key: <out>.pub)")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(handler=cmd_keygen)
+
+    p = ps.add_parser("build", help="build an unsigned bundle; every policy is validated")
+    add_json(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--source", help="rules directory (default: the rules shipped with pharmos)")
+    p.add_argument("--version", required=True, help="bundle version, e.g. 2026.11.02-1")
+    p.add_argument("--offline-hours", type=float, default=72.0,
+                   help="hours after issue that terminals may rely on it (offline_until)")
+    p.add_argument("--jurisdictions", default=ALL_JURISDICTIONS)
+    p.add_argument("--issued-at", help="ISO time (default: now)")
+    p.set_defaults(handler=cmd_build)
+
+    p = ps.add_parser("sign", help="sign a bundle with a head-office key")
+    add_json(p)
+    p.add_argument("--key", required=True)
+    p.add_argument("--in", dest="input", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_sign)
+
+    p = ps.add_parser("trust", help="trust a head-office public key on this terminal")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("pubkey")
+    p.set_defaults(handler=cmd_trust)
+
+    p = ps.add_parser("install", help="verify and install a signed bundle")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("file")
+    p.set_defaults(handler=cmd_install)
+
+    p = ps.add_parser("show", help="the active bundle, allowances and trusted keys")
+    add_data_dir(p)
+    add_json(p)
+    p.set_defaults(handler=cmd_show)
+
+    p = ps.add_parser("grant", help="grant offline allowances (JSON on stdin)")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("input", nargs="?", default="-")
+    p.set_defaults(handler=cmd_grant)
+
+    p = ps.add_parser("check", help="the decision for a sale request, without selling")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("input", nargs="?", default="-")
+    p.set_defaults(handler=cmd_check)
+
+    p = ps.add_parser("rules", help="list the rules of the active (or the shipped) bundle")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--source", help="rules directory (without --data-dir)")
+    p.set_defaults(handler=cmd_rules)
