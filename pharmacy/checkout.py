@@ -1,0 +1,302 @@
+"""The counter cart, its live preview (FEFO lots, totals, compliance decision) and tenders.
+
+A cart is plain data owned by whoever runs database work (the terminal's worker); a preview is
+an immutable snapshot the screens show. Checkout is one durable transaction: the sale
+(``Dispenser.sell``) and how it was paid. A refused sale still records its decision and
+records no tender.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from pharmacy import catalog, inventory
+from pharmacy.clock import iso
+from pharmacy.compliance import Decision
+from pharmacy.errors import BadInput, ComplianceDenied, PharmosError
+from pharmacy.gs1 import ScanData
+from pharmacy.ids import new_id
+from pharmacy.inventory import Allocation
+from pharmacy.money import fmt, tax_cents
+from pharmacy.sales import Dispenser, SaleResult
+
+TenderMethod = Literal["cash", "card"]
+
+
+@dataclass(frozen=True)
+class CartLine:
+    line_id: int
+    ndc: str
+    qty: int
+    lot: str | None = None
+    scan: str | None = None  # raw scan text, passed to the dispense transaction
+    serial: str | None = None
+
+
+@dataclass
+class Cart:
+    """What is being sold. Lines merge when the same product (and lot) is added again."""
+
+    lines: list[CartLine] = field(default_factory=list)
+    purchaser: dict[str, Any] | None = None  # PHI: name, address, birth_date, id_document
+    rx: dict[str, Any] | None = None  # prescription facts for H/H1/X or C-V register
+    extra: dict[str, Any] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def add_product(self, ndc: str, qty: int = 1) -> CartLine:
+        qty = inventory.parse_qty(qty)
+        for i, ln in enumerate(self.lines):
+            if ln.ndc == ndc and ln.lot is None and ln.scan is None:
+                self.lines[i] = replace(ln, qty=ln.qty + qty)
+                return self.lines[i]
+        line = CartLine(next(self._ids), ndc, qty)
+        self.lines.append(line)
+        return line
+
+    def add_scan(self, ndc: str, scan: ScanData) -> CartLine:
+        """A scanned package: one unit of its lot. A serial number is one unit, once."""
+        if scan.serial is not None and any(
+                ln.serial == scan.serial and ln.ndc == ndc for ln in self.lines):
+            raise BadInput(f"this package (serial {scan.serial}) is already in the cart",
+                           code="DUPLICATE_SERIAL")
+        if scan.lot is None:
+            return self.add_product(ndc)
+        if scan.serial is None:
+            for i, ln in enumerate(self.lines):
+                if ln.ndc == ndc and ln.lot == scan.lot and ln.serial is None:
+                    self.lines[i] = replace(ln, qty=ln.qty + 1)
+                    return self.lines[i]
+        line = CartLine(next(self._ids), ndc, 1, scan.lot, scan.raw, scan.serial)
+        self.lines.append(line)
+        return line
+
+    def set_qty(self, line_id: int, qty: int) -> CartLine:
+        qty = inventory.parse_qty(qty)
+        for i, ln in enumerate(self.lines):
+            if ln.line_id == line_id:
+                if ln.serial is not None and qty != 1:
+                    raise BadInput("a serialised package is one unit; scan each package",
+                                   code="SERIALISED_QTY")
+                self.lines[i] = replace(ln, qty=qty)
+                return self.lines[i]
+        raise BadInput(f"no cart line {line_id}", code="UNKNOWN_LINE")
+
+    def remove(self, line_id: int) -> None:
+        before = len(self.lines)
+        self.lines = [ln for ln in self.lines if ln.line_id != line_id]
+        if len(self.lines) == before:
+            raise BadInput(f"no cart line {line_id}", code="UNKNOWN_LINE")
+
+    def clear(self) -> None:
+        self.lines.clear()
+        self.purchaser = None
+        self.rx = None
+        self.extra = {}
+
+    def request(self, user: dict[str, Any], *, jurisdiction: str | None = None,
+                offline: bool = False) -> dict[str, Any]:
+        """The dispense request for ``Dispenser.check`` / ``sell``."""
+        lines: list[dict[str, Any]] = []
+        for ln in self.lines:
+            item: dict[str, Any] = {"ndc": ln.ndc, "qty": ln.qty}
+            if ln.lot is not None:
+                item["lot"] = ln.lot
+            if ln.scan is not None and ln.qty == 1:
+                item["scan"] = ln.scan
+            lines.append(item)
+        req: dict[str, Any] = {**self.extra, "lines": lines, "user": user, "offline": offline}
+        if jurisdiction:
+            req["jurisdiction"] = jurisdiction
+        if self.purchaser:
+            req["patient"] = self.purchaser
+        if self.rx:
+            req["rx"] = self.rx
+        return req
+
+
+@dataclass(frozen=True)
+class LinePreview:
+    line_id: int
+    ndc: str
+    name: str
+    strength: str | None
+    qty: int
+    unit: str
+    unit_price_cents: int
+    amount_cents: int
+    allocations: tuple[Allocation, ...]
+    schedule: str | None  # "CII", "PSE", "H1", ... for the badge
+    rx_only: bool
+    error_code: str | None = None
+    error: str | None = None
+
+    @property
+    def lots_text(self) -> str:
+        return ", ".join(f"{a.lot} exp {a.expiry} ×{a.qty}" for a in self.allocations)
+
+
+@dataclass(frozen=True)
+class CartPreview:
+    """A snapshot of the cart as the counter shows it (rebuilt after every cart change)."""
+
+    lines: tuple[LinePreview, ...]
+    subtotal_cents: int
+    tax_cents: int
+    total_cents: int
+    decision: Decision | None
+    purchaser_captured: bool
+    changed_line: int | None = None
+
+    @property
+    def ok_to_tender(self) -> bool:
+        return (bool(self.lines) and self.decision is not None and self.decision.allowed
+                and all(ln.error_code is None for ln in self.lines))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lines": [{"line_id": ln.line_id, "ndc": ln.ndc, "name": ln.name, "qty": ln.qty,
+                       "amount": fmt(ln.amount_cents), "lots": [a.to_json() for a in
+                                                                 ln.allocations],
+                       "error": ln.error_code} for ln in self.lines],
+            "subtotal": fmt(self.subtotal_cents), "tax": fmt(self.tax_cents),
+            "total": fmt(self.total_cents),
+            "decision": None if self.decision is None else self.decision.to_json(),
+        }
+
+
+def schedule_badge(p: catalog.Product) -> str | None:
+    if p.dea_schedule:
+        return p.dea_schedule
+    if p.cmea:
+        return "PSE"
+    if p.india_schedule:
+        return p.india_schedule
+    return None
+
+
+def preview(conn: sqlite3.Connection, dispenser: Dispenser, cart: Cart, user: dict[str, Any],
+            at: datetime, *, jurisdiction: str | None = None, offline: bool = False,
+            changed_line: int | None = None) -> CartPreview:
+    """FEFO lots per line (errors stay on their line) and, when every line resolves, the
+    compliance decision the sale would get now. Writes nothing."""
+    lines: list[LinePreview] = []
+    subtotal = tax = 0
+    for ln in cart.lines:
+        p = catalog.lookup(conn, ln.ndc)
+        amount = p.price_cents * ln.qty
+        err_code = err = None
+        allocs: tuple[Allocation, ...] = ()
+        try:
+            allocs = tuple(inventory.allocate(conn, p, ln.qty, at.date(), ln.lot))
+        except PharmosError as e:
+            err_code, err = e.code, e.message
+        subtotal += amount
+        tax += tax_cents(amount, p.tax_rate_bp)
+        lines.append(LinePreview(ln.line_id, p.ndc, p.name, p.strength, ln.qty, p.unit,
+                                 p.price_cents, amount, allocs, schedule_badge(p), p.rx_only,
+                                 err_code, err))
+    decision = None
+    if lines and all(lp.error_code is None for lp in lines):
+        decision = dispenser.check(cart.request(user, jurisdiction=jurisdiction,
+                                                offline=offline))
+    return CartPreview(tuple(lines), subtotal, tax, subtotal + tax, decision,
+                       bool(cart.purchaser), changed_line)
+
+
+# ---- tender ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tender:
+    method: TenderMethod
+    tendered_cents: int
+    reference: str | None = None  # card: the external terminal's approval or reference
+
+
+@dataclass(frozen=True)
+class TenderRecord:
+    tender_id: str
+    sale_id: str
+    method: TenderMethod
+    amount_cents: int
+    tendered_cents: int
+    change_cents: int
+    reference: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tender_id": self.tender_id, "sale_id": self.sale_id, "method": self.method,
+                "amount": fmt(self.amount_cents), "tendered": fmt(self.tendered_cents),
+                "change": fmt(self.change_cents), "reference": self.reference}
+
+
+def change_due(total_cents: int, tender: Tender) -> int:
+    """Cash: change = tendered - total (never negative). Card: exactly the total."""
+    if tender.method == "cash":
+        if tender.tendered_cents < total_cents:
+            raise BadInput(f"cash tendered {fmt(tender.tendered_cents)} is less than the total "
+                           f"{fmt(total_cents)}", code="INSUFFICIENT_TENDER",
+                           short=fmt(total_cents - tender.tendered_cents))
+        return tender.tendered_cents - total_cents
+    if tender.method == "card":
+        if tender.tendered_cents != total_cents:
+            raise BadInput(f"a card payment is the exact total {fmt(total_cents)}",
+                           code="CARD_AMOUNT")
+        return 0
+    raise BadInput(f"tender method {tender.method!r} is not cash or card", code="BAD_TENDER")
+
+
+def record_tender(conn: sqlite3.Connection, sale_id: str, total_cents: int, tender: Tender,
+                  user_id: str, now_s: str) -> TenderRecord:
+    """Record how a committed sale was paid (call inside the sale's transaction)."""
+    change = change_due(total_cents, tender)
+    rec = TenderRecord(new_id(), sale_id, tender.method, total_cents, tender.tendered_cents,
+                       change, tender.reference)
+    conn.execute(
+        "INSERT INTO tenders(tender_id, sale_id, created_at, user_id, method, amount_cents, "
+        "tendered_cents, change_cents, reference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (rec.tender_id, sale_id, now_s, user_id, tender.method, total_cents,
+         tender.tendered_cents, change, tender.reference))
+    return rec
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    sale: SaleResult
+    tender: TenderRecord
+
+    @property
+    def change_cents(self) -> int:
+        return self.tender.change_cents
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.sale.to_json(), "tender": self.tender.to_json()}
+
+
+def checkout(dispenser: Dispenser, request: dict[str, Any], tender: Tender) -> CheckoutResult:
+    """Sell and record the tender in one transaction. A refusal keeps its decision record."""
+    store = dispenser.store
+    refused: ComplianceDenied | None = None
+    result: CheckoutResult | None = None
+    with store.transaction() as c:
+        try:
+            sale = dispenser.sell(request)
+        except ComplianceDenied as e:
+            refused = e  # the decision row is already in the (released) savepoint: keep it
+        else:
+            rec = record_tender(c, sale.sale_id, sale.total_cents, tender,
+                                str(request["user"]["id"]), iso(store.clock()))
+            result = CheckoutResult(sale, rec)
+    if refused is not None:
+        raise refused
+    assert result is not None
+    return result
+
+
+def tenders_for(conn: sqlite3.Connection, sale_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT method, amount_cents, tendered_cents, change_cents, reference "
+                        "FROM tenders WHERE sale_id = ? ORDER BY created_at",
+                        (sale_id,)).fetchall()
+    return [{"method": r[0], "amount": fmt(r[1]), "tendered": fmt(r[2]), "change": fmt(r[3]),
+             "reference": r[4]} for r in rows]

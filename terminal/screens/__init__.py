@@ -1,0 +1,1 @@
+"""Counter screens: sign-in, sale, prescriptions, inventory."""
