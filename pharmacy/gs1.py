@@ -35,9 +35,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-import biip
-from biip.gs1_messages import GS1Message
-
 from pharmacy import catalog
 from pharmacy.errors import BadInput, LotExpired
 from pharmacy.ids import parse_hyphenated_ndc
@@ -142,12 +139,16 @@ def parse_scan(text: str, *, gs_substitute: str | None = None,
     saw_gs = GS in body
     if body.startswith("("):
         try:
+            from biip.gs1_messages import GS1Message
+
             hri = GS1Message.parse_hri(body)
         except Exception as e:  # biip ParseError / ValueError
             raise BadInput(f"this barcode text could not be read: {e}",
                            code="SCAN_UNREADABLE") from None
         return _finish(raw, _elements(hri.element_strings), symbology, True, strict_gs)
     try:
+        import biip  # imported on first scan: biip's tables cost ~45 ms at start-up
+
         result = biip.parse(t[:3] + body if symbology else body)
     except Exception as e:  # biip raises ParseError subclasses and ValueError on junk
         raise BadInput(f"this barcode could not be read: {e}", code="SCAN_UNREADABLE") from None
@@ -201,6 +202,8 @@ def _lost_gs_position(body: str) -> int | None:
     """Where inserting a GS makes a failing element string valid, if it has no GS at all."""
     if GS in body or not body.startswith("01") or len(body) < 20:
         return None
+    import biip
+
     for i in range(18, len(body) - 2):
         if body[i:i + 2] not in ("10", "17", "21"):
             continue
@@ -217,6 +220,8 @@ def _is_truncated(body: str) -> bool:
     """A digit-led element string that becomes valid GS1 data when more characters follow."""
     if not body[:2].isdigit():
         return False
+    import biip
+
     for k in range(1, 15):
         try:
             r = biip.parse(body + "1" * k)

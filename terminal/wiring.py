@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pharmacy.compliance import ComplianceGate, InterimGate
-from pharmacy.sales import Dispenser
 from pharmacy.store import Store
+
+if TYPE_CHECKING:
+    from pharmacy.sales import Dispenser
 
 
 def resolve_data_dir(arg: str | None) -> Path:
@@ -33,6 +36,8 @@ def compliance_gate(store: Store) -> ComplianceGate:
 
 
 def dispenser(store: Store) -> Dispenser:
+    from pharmacy.sales import Dispenser
+
     return Dispenser(store, compliance_gate(store))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pharmacy import interactions, substitution
 from pharmacy.errors import BadInput
 from pharmacy.store import Store
 from terminal import wiring
@@ -35,6 +34,8 @@ def _human_substitution(out: dict[str, Any]) -> str:
 
 
 def cmd_substitute(args: argparse.Namespace) -> int:
+    from pharmacy import substitution
+
     with _open(args) as store:
         jurisdiction = args.jurisdiction or store.get_setting("jurisdiction")
         sub = substitution.find_equivalents(store.conn, args.query, store.clock().date(),
@@ -49,6 +50,8 @@ def _names(text: str | None) -> list[str]:
 
 
 def cmd_interactions(args: argparse.Namespace) -> int:
+    from pharmacy import interactions
+
     extra = [interactions.load_file(p) for p in (args.source or [])]
     with _open(args) as store:
         out: dict[str, Any] = {}
