@@ -11,7 +11,7 @@ from pharmacy.errors import PharmosError
 from terminal.cli._common import report_error
 
 # Modules under terminal.cli, each with register(subparsers).
-AREAS = ("core", "clinical", "hw", "models", "policy", "gui")
+AREAS = ("core", "clinical", "hw", "models", "policy", "gui", "sync")
 
 
 def build_parser() -> argparse.ArgumentParser:

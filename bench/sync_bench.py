@@ -1,0 +1,351 @@
+"""Sync benchmark (issue 4): a bounded loopback load test of the head-office server.
+
+One real terminal day is made first: 500 sales through the dispense transaction on a demo
+store; its push (events + counter rows) is the template every simulated terminal sends,
+with its own replica and event ids. A real server process (uvicorn on 127.0.0.1) is loaded
+by a few client threads, each request gzip-compressed; one terminal-day sync = one push of
+the whole day + one pull. Reported: terminal-day syncs/s, p50/p99 sync latency, and the
+ratio to a bare durable-commit ingest (the same gzip bodies inserted one row per commit into
+the same database engine, same concurrency) measured in the same run. Both SQLite and
+PostgreSQL (a fresh database on 127.0.0.1, dropped afterwards; skipped if unreachable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import random
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.stats import ratio, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+SALES_PER_DAY = 500
+TERMINALS_PER_STORE = 5
+PG_ADMIN = os.environ.get("PHARMOS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+TARGET = {"pg_syncs_per_s": 100, "upload_gzip_bytes": 20_000}
+
+
+# ---- one real terminal day ------------------------------------------------------------------
+def terminal_day(sales: int = SALES_PER_DAY) -> tuple[dict[str, Any], list[Any]]:
+    """Push payload (events + counters) of a day of real sales, and the catalog used."""
+    from pharmacy import catalog, demo, inventory, replication
+    from pharmacy.compliance import InterimGate
+    from pharmacy.sales import Dispenser
+    from pharmacy.store import Store
+
+    products = catalog.demo_catalog()
+    with tempfile.TemporaryDirectory() as d:
+        store = Store.init(Path(d) / "term", "bench")
+        try:
+            catalog.upsert_products(store, products)
+            today = store.clock().date()
+            inventory.receive(store, demo.opening_stock(products, today), supplier="opening")
+            replication.ack_push(store, replication.collect_push(store, limit=100_000))
+            sellable = [r for r in inventory.stock(store.conn, today)
+                        if r["status"] == "active" and r["on_hand"] > 20
+                        and not r["dea_schedule"] and not r["cmea"]
+                        and r["india_schedule"] not in ("H", "H1", "X")]
+            disp = Dispenser(store, InterimGate())
+            sold = i = 0
+            while sold < sales:
+                r = sellable[i % len(sellable)]
+                i += 1
+                lines = [{"ndc": r["ndc"], "qty": 1 + i % 2}]
+                if i % 3 == 0:
+                    other = sellable[(i * 7) % len(sellable)]
+                    if other["ndc"] != r["ndc"]:
+                        lines.append({"ndc": other["ndc"], "qty": 1})
+                try:
+                    disp.sell({"lines": lines})
+                except Exception:  # a rule or stock refusal: not a sale
+                    continue
+                sold += 1
+            batch = replication.collect_push(store, limit=100_000)
+            payload = {"events": batch.events, "counters": batch.counters}
+        finally:
+            store.close()
+    return payload, products
+
+
+def terminal_payload(day: dict[str, Any], store_id: str) -> bytes:
+    """The day as one simulated terminal sends it: its own replica and event ids."""
+    replica = str(uuid.uuid4())
+    body = {
+        "protocol": 1, "idempotency_key": str(uuid.uuid4()), "store_id": store_id,
+        "replica_id": replica, "replica_seq": max((e["seq"] for e in day["events"]), default=0),
+        "events": [{**e, "event_id": str(uuid.uuid4()), "replica_id": replica}
+                   for e in day["events"]],
+        "counters": [{**c, "replica_id": replica} for c in day["counters"]],
+        "docs": [],
+        "status": {"pending_events": len(day["events"]), "pending_counters":
+                   len(day["counters"])},
+    }
+    return gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+
+
+# ---- server process -------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(db: str, workers: int) -> Iterator[str]:
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sync_server", "--db", db, "--port", str(port),
+                             "--migrate", "--workers", str(workers), "--log-level", "warning"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sync server exited with {proc.returncode}")
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("sync server did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _enroll(db: str, n: int, products: list[Any]) -> list[tuple[str, str]]:
+    """n terminals in stores of five: (store_id, token)."""
+    from sync_server.storage import open_store
+
+    st = open_store(db)
+    try:
+        st.migrate()
+        tenant = f"bench{secrets.token_hex(3)}"
+        out = []
+        for i in range(n):
+            sid = f"store{i // TERMINALS_PER_STORE:05d}"
+            if i % TERMINALS_PER_STORE == 0:
+                st.create_store(tenant, sid, products=products)
+            code = st.create_enroll_code(tenant, sid)["code"]
+            out.append((sid, st.enroll(code, f"t{i}", None)["token"]))
+        # terminals of a store sync at different moments: spread concurrent pushes
+        random.Random(0).shuffle(out)
+        return out
+    finally:
+        st.close()
+
+
+def _parallel(n: int, threads: int, work: Callable[[int], float]) -> tuple[float, list[float]]:
+    lat: list[float] = []
+    lock = threading.Lock()
+    next_i = [0]
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next_i[0]
+                next_i[0] += 1
+            if i >= n or errors:
+                return
+            try:
+                dt = work(i)
+            except BaseException as e:
+                errors.append(e)
+                return
+            with lock:
+                lat.append(dt)
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return wall, lat
+
+
+def load(url: str, terminals: list[tuple[str, str]], bodies: list[bytes],
+         threads: int) -> dict[str, Any]:
+    import httpx
+
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def client() -> httpx.Client:
+        c = getattr(local, "c", None)
+        if c is None:
+            c = local.c = httpx.Client(base_url=url, timeout=120)
+            clients.append(c)
+        return c
+
+    def one(i: int) -> float:
+        sid, token = terminals[i]
+        h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+             "Content-Encoding": "gzip"}
+        t0 = time.perf_counter()
+        r = client().post("/v1/push", content=bodies[i], headers=h)
+        if r.status_code != 200:
+            raise RuntimeError(f"push: HTTP {r.status_code}: {r.text[:300]}")
+        r = client().post("/v1/pull", headers={"Authorization": f"Bearer {token}"},
+                          json={"protocol": 1, "store_id": sid, "replica_id": "x",
+                                "cursor": 0, "limit": 2000})
+        if r.status_code != 200:
+            raise RuntimeError(f"pull: HTTP {r.status_code}: {r.text[:300]}")
+        return time.perf_counter() - t0
+
+    try:
+        wall, lat = _parallel(len(terminals), threads, one)
+    finally:
+        for c in clients:
+            c.close()
+    return {"syncs": len(lat), "seconds": round(wall, 3),
+            "syncs_per_s": round(len(lat) / wall, 2), **summary(lat)}
+
+
+# ---- floors: a bare durable commit of the same bodies ---------------------------------------
+def floor_sqlite(path: Path, bodies: list[bytes], threads: int) -> dict[str, Any]:
+    conn0 = sqlite3.connect(path)
+    conn0.execute("PRAGMA journal_mode=WAL")
+    conn0.execute("CREATE TABLE IF NOT EXISTS ingest (id INTEGER PRIMARY KEY, body BLOB)")
+    conn0.close()
+    local = threading.local()
+    conns: list[sqlite3.Connection] = []
+
+    def one(i: int) -> float:
+        c = getattr(local, "c", None)
+        if c is None:
+            c = local.c = sqlite3.connect(path, isolation_level=None, timeout=60,
+                                          check_same_thread=False)
+            c.execute("PRAGMA synchronous=FULL")
+            conns.append(c)
+        t0 = time.perf_counter()
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("INSERT INTO ingest(body) VALUES (?)", (bodies[i],))
+        c.execute("COMMIT")
+        return time.perf_counter() - t0
+
+    try:
+        wall, lat = _parallel(len(bodies), threads, one)
+    finally:
+        for c in conns:
+            c.close()
+    return {"commits_per_s": round(len(lat) / wall, 2), **summary(lat)}
+
+
+def floor_pg(url: str, bodies: list[bytes], threads: int) -> dict[str, Any]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS ingest (id BIGSERIAL PRIMARY KEY, body BYTEA)")
+    local = threading.local()
+    conns: list[Any] = []
+
+    def one(i: int) -> float:
+        c = getattr(local, "c", None)
+        if c is None:
+            c = local.c = psycopg.connect(url, autocommit=True)
+            conns.append(c)
+        t0 = time.perf_counter()
+        with c.transaction():
+            c.execute("INSERT INTO ingest(body) VALUES (%s)", (bodies[i],))
+        return time.perf_counter() - t0
+
+    try:
+        wall, lat = _parallel(len(bodies), threads, one)
+    finally:
+        for c in conns:
+            c.close()
+    return {"commits_per_s": round(len(lat) / wall, 2), **summary(lat)}
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str | None]:
+    try:
+        import psycopg
+
+        name = f"pharmos_bench_{secrets.token_hex(4)}"
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as c:
+            c.execute(f"CREATE DATABASE {name}")
+    except Exception:
+        yield None
+        return
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with contextlib.suppress(Exception), \
+                psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# ---- the benchmark --------------------------------------------------------------------------
+def run(quick: bool = False) -> dict[str, Any]:
+    n = 20 if quick else 100
+    threads = 4
+    workers = 1  # on 2 cores a second worker competes with PostgreSQL itself
+    t0 = time.perf_counter()
+    day, products = terminal_day()
+    raw = json.dumps({"protocol": 1, **day}, separators=(",", ":")).encode()
+    out: dict[str, Any] = {
+        "terminals": n, "sales_per_day": SALES_PER_DAY,
+        "events_per_day": len(day["events"]), "counter_rows_per_day": len(day["counters"]),
+        "upload_raw_bytes": len(raw), "upload_gzip_bytes": len(gzip.compress(raw, 6)),
+        "client_threads": threads, "server_workers": workers, "target": TARGET,
+    }
+    with tempfile.TemporaryDirectory() as d:
+        db = f"sqlite:///{Path(d) / 'server.db'}"
+        terms = _enroll(db, n, products)
+        bodies = [terminal_payload(day, sid) for sid, _ in terms]
+        with server(db, 1) as url:
+            res = load(url, terms, bodies, threads)
+        fl = floor_sqlite(Path(d) / "floor.db", bodies, threads)
+        out["sqlite"] = {**res, "floor": fl,
+                         "ratio_to_floor": ratio(res["syncs_per_s"], fl["commits_per_s"])}
+    with pg_database() as pg:
+        if pg is None:
+            out["postgresql"] = {"skipped": f"PostgreSQL not reachable at {PG_ADMIN}"}
+        else:
+            terms = _enroll(pg, n, products)
+            bodies = [terminal_payload(day, sid) for sid, _ in terms]
+            with server(pg, workers) as url:
+                res = load(url, terms, bodies, threads)
+            fl = floor_pg(pg, bodies, threads)
+            out["postgresql"] = {
+                **res, "floor": fl,
+                "ratio_to_floor": ratio(res["syncs_per_s"], fl["commits_per_s"]),
+                "meets_target": res["syncs_per_s"] >= TARGET["pg_syncs_per_s"],
+                "minutes_for_50000_terminals": round(50_000 / res["syncs_per_s"] / 60, 1),
+            }
+    out["upload_meets_target"] = out["upload_gzip_bytes"] <= TARGET["upload_gzip_bytes"]
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

@@ -1,0 +1,383 @@
+"""The sync server's HTTP app (FastAPI). Routes are thin: authenticate, check the protocol
+version, call one store method. A lifespan owns the database; routes are plain ``def`` so the
+database work runs in the thread pool and never blocks the event loop.
+
+Request bodies may be gzip-compressed (``Content-Encoding: gzip``); both the body on the wire
+and the decompressed body are capped (413 ``BODY_TOO_LARGE``). Responses above 1 KB are
+gzip-compressed for clients that accept it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from pydantic_core import from_json
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
+
+from pharmacy.clock import Clock, iso, utcnow
+from pharmacy.errors import PharmosError
+from sync_server import schemas
+from sync_server.errors import BadRequest, SyncError, Unauthorized
+from sync_server.storage import SqlServerStore, Terminal, open_store
+
+log = logging.getLogger("pharmos.sync_server")
+
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+API_VERSION = "1"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _error(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+class BodyLimitMiddleware:
+    """Cap request bodies (raw and decompressed) and undo ``Content-Encoding: gzip``."""
+
+    def __init__(self, app: ASGIApp, max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"]]
+        encoding = b""
+        length = None
+        for k, v in headers:
+            if k == b"content-encoding":
+                encoding = v.strip().lower()
+            elif k == b"content-length":
+                try:
+                    length = int(v)
+                except ValueError:
+                    length = None
+        too_big = _error(413, "BODY_TOO_LARGE",
+                         f"request body larger than {self.max_body} bytes; push in smaller "
+                         "pages", limit=self.max_body)
+        if length is not None and length > self.max_body:
+            await too_big(scope, receive, send)
+            return
+        if encoding not in (b"", b"identity", b"gzip"):
+            await _error(415, "UNSUPPORTED_ENCODING",
+                         f"Content-Encoding {encoding.decode(errors='replace')!r} is not "
+                         "supported; send gzip or nothing")(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await too_big(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if encoding == b"gzip" and body:
+            d = zlib.decompressobj(wbits=31)
+            try:
+                out = d.decompress(body, self.max_body + 1)
+                if len(out) > self.max_body or d.unconsumed_tail:
+                    await too_big(scope, receive, send)
+                    return
+                out += d.flush()
+                if not d.eof:
+                    raise zlib.error("truncated gzip stream")
+            except zlib.error as e:
+                await _error(400, "BAD_GZIP", f"the gzip body does not decompress: {e}")(
+                    scope, receive, send)
+                return
+            body = out
+        new_headers = [(k, v) for k, v in headers
+                       if k not in (b"content-encoding", b"content-length")]
+        new_headers.append((b"content-length", str(len(body)).encode()))
+        scope = dict(scope)
+        scope["headers"] = new_headers
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+_ERRORS = {
+    400: "malformed request, unknown protocol version (PROTOCOL_VERSION) or bad rows",
+    401: "no, unknown or revoked terminal token",
+    403: "a row names another store or tenant, or a kind only head office writes",
+    404: "not found",
+    409: "conflict: COUNTER_REGRESSION, REPLICA_FORKED, CURSOR_AHEAD",
+    413: "body too large",
+    415: "unsupported Content-Encoding",
+    422: "the body does not match the schema",
+    503: "database unavailable; retry later",
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": schemas.ErrorBody, "description": _ERRORS[c]} for c in codes}
+
+
+_bearer = HTTPBearer(auto_error=False, description="terminal token from /v1/enroll")
+
+
+def get_store(request: Request) -> SqlServerStore:
+    s: SqlServerStore = request.app.state.store
+    return s
+
+
+StoreDep = Annotated[SqlServerStore, Depends(get_store)]
+
+
+def get_terminal(store: StoreDep,
+                 cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+                 ) -> Terminal:
+    if cred is None or cred.scheme.lower() != "bearer":
+        raise Unauthorized("send 'Authorization: Bearer <terminal token>'", code="NO_TOKEN")
+    return store.authenticate(cred.credentials)
+
+
+TermDep = Annotated[Terminal, Depends(get_terminal)]
+
+
+def _push_dict(req: schemas.PushRequest) -> dict[str, Any]:
+    """The validated request as plain dicts, without deep-copying event bodies."""
+    return {
+        "protocol": req.protocol, "idempotency_key": req.idempotency_key,
+        "store_id": req.store_id, "replica_id": req.replica_id, "replica_seq": req.replica_seq,
+        "events": [{"event_id": e.event_id, "replica_id": e.replica_id, "seq": e.seq,
+                    "kind": e.kind, "created_at": e.created_at, "body": e.body,
+                    "store_id": e.store_id, "tenant_id": e.tenant_id} for e in req.events],
+        "counters": [{"counter_id": c.counter_id, "replica_id": c.replica_id, "p": c.p,
+                      "n": c.n, "store_id": c.store_id, "tenant_id": c.tenant_id}
+                     for c in req.counters],
+        "docs": [{"update_id": d.update_id, "doc": d.doc, "data": d.data} for d in req.docs],
+        "status": None if req.status is None else req.status.model_dump(),
+    }
+
+
+def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None,
+               max_body: int = DEFAULT_MAX_BODY, clock: Clock = utcnow,
+               migrate: bool = False) -> FastAPI:
+    """The app over ``db_url`` (opened by the lifespan) or an already open ``store``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = store is None
+        s = store if store is not None else open_store(str(db_url), clock)
+        try:
+            if migrate:
+                s.migrate()
+            s.check_schema()
+            app.state.store = s
+            yield
+        finally:
+            if own:
+                s.close()
+
+    app = FastAPI(title="pharmos sync server", version=API_VERSION, lifespan=lifespan,
+                  description="Head-office sync for pharmos terminals (protocol 1).")
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(BodyLimitMiddleware, max_body=max_body)
+    def check_protocol(version: int) -> None:
+        if version not in schemas.PROTOCOL_VERSIONS:
+            raise BadRequest(f"sync protocol {version} is not supported by this server "
+                             f"(it speaks {list(schemas.PROTOCOL_VERSIONS)}); update pharmos",
+                             code="PROTOCOL_VERSION", supported=list(schemas.PROTOCOL_VERSIONS))
+
+    @app.exception_handler(SyncError)
+    async def sync_error(request: Request, err: SyncError) -> JSONResponse:
+        return JSONResponse(err.to_json(), status_code=err.status)
+
+    @app.exception_handler(PharmosError)
+    async def pharmos_error(request: Request, err: PharmosError) -> JSONResponse:
+        return JSONResponse(err.to_json(), status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        e = invalid_body(getattr(err, "body", None), err.errors())
+        return JSONResponse(e.to_json(), status_code=e.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(err.status_code, "HTTP_ERROR")
+        return _error(err.status_code, code, str(err.detail))
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def pg_down(request: Request, err: psycopg.OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", err)
+        return _error(503, "DB_UNAVAILABLE", "the database is unavailable; retry later")
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def sqlite_busy(request: Request, err: sqlite3.OperationalError) -> JSONResponse:
+        log.warning("database error: %s", err)
+        return _error(503, "DB_UNAVAILABLE", f"the database is busy or unavailable: {err}")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, err: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return _error(500, "INTERNAL", "internal server error; see the server log")
+
+    @app.get("/v1/health", response_model=schemas.Health, tags=["sync"])
+    def health() -> dict[str, Any]:
+        return {"ok": True, "protocols": list(schemas.PROTOCOL_VERSIONS),
+                "server_time": iso(clock())}
+
+    @app.post("/v1/enroll", response_model=schemas.EnrollResponse, tags=["sync"],
+              responses=_responses(400, 401, 413, 415, 422, 503))
+    def enroll(req: schemas.EnrollRequest, store: StoreDep) -> dict[str, Any]:
+        """Trade a one-time enrollment code for a terminal token."""
+        check_protocol(req.protocol)
+        return {"protocol": 1, **store.enroll(req.code, req.name, req.replica_id)}
+
+    def push_raw(store: SqlServerStore, term: Terminal, raw: bytes) -> dict[str, Any]:
+        try:
+            req = schemas.PushRequest.model_validate_json(raw)
+        except ValidationError as err:
+            try:
+                body = from_json(raw)
+            except ValueError:
+                body = None
+            raise invalid_body(body, err.errors()) from None
+        check_protocol(req.protocol)
+        return store.push(term, _push_dict(req))
+
+    @app.post("/v1/push", response_model=schemas.PushResponse, tags=["sync"],
+              responses=_responses(400, 401, 403, 409, 413, 415, 422, 503),
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": {
+                      "$ref": "#/components/schemas/PushRequest"}}}}})
+    async def push(request: Request, store: StoreDep, term: TermDep) -> dict[str, Any]:
+        """Counter rows (totals) and append-only events of this terminal; idempotent.
+
+        The body is parsed in the thread pool straight from its bytes (the hot path)."""
+        raw = await request.body()
+        return await run_in_threadpool(push_raw, store, term, raw)
+
+    @app.post("/v1/pull", response_model=schemas.PullResponse, tags=["sync"],
+              responses=_responses(400, 401, 403, 409, 413, 415, 422, 503))
+    def pull(req: schemas.PullRequest, store: StoreDep, term: TermDep) -> Response:
+        """Rows of the terminal's store above ``cursor``, other replicas only."""
+        check_protocol(req.protocol)
+        out = store.pull(term, req.model_dump())
+        return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
+
+    @app.post("/v1/events/known", response_model=schemas.KnownResponse, tags=["sync"],
+              responses=_responses(400, 401, 413, 415, 422, 503))
+    def known(req: schemas.KnownRequest, store: StoreDep, term: TermDep) -> dict[str, Any]:
+        """Which of these event ids the server holds for the terminal's store."""
+        check_protocol(req.protocol)
+        return {"protocol": 1, "known": store.known_events(term, req.event_ids)}
+
+    @app.get("/v1/blobs/{sha256}", tags=["sync"],
+             responses={200: {"content": {"application/octet-stream": {}},
+                              "description": "the published file"},
+                        **_responses(401, 404, 503)})
+    def blob(sha256: str, store: StoreDep, term: TermDep) -> Response:
+        """A policy or model bundle published to the terminal's store."""
+        return Response(store.blob(term, sha256), media_type="application/octet-stream")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
+        comps = spec.setdefault("components", {}).setdefault("schemas", {})
+        push_schema = schemas.PushRequest.model_json_schema(
+            ref_template="#/components/schemas/{model}")
+        for name, sub in push_schema.pop("$defs", {}).items():
+            comps.setdefault(name, sub)
+        comps["PushRequest"] = push_schema
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def invalid_body(body: Any, errors: Sequence[Any]) -> SyncError:
+    """The error for a body that failed validation: PROTOCOL_VERSION when it names a protocol
+    this server does not speak, BAD_JSON when it is not JSON, else BAD_REQUEST (422)."""
+    if isinstance(body, dict) and "protocol" in body:
+        v = body.get("protocol")
+        if not (isinstance(v, int) and not isinstance(v, bool)
+                and v in schemas.PROTOCOL_VERSIONS):
+            return BadRequest(f"sync protocol {v!r} is not supported by this server (it speaks "
+                              f"{list(schemas.PROTOCOL_VERSIONS)}); update pharmos",
+                              code="PROTOCOL_VERSION",
+                              supported=list(schemas.PROTOCOL_VERSIONS))
+    errs = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg")),
+             "type": str(e.get("type"))} for e in list(errors)[:20]]
+    if any(e["type"] == "json_invalid" for e in errs):
+        return BadRequest("the request body is not valid JSON", code="BAD_JSON", errors=errs)
+    first = errs[0] if errs else {"loc": [], "msg": "invalid"}
+    return SyncError(f"{'.'.join(first['loc'])}: {first['msg']}", code="BAD_REQUEST",
+                     status=422, errors=errs)
+
+
+def app_from_env() -> FastAPI:
+    """App factory for multi-process serving (``uvicorn --factory``): reads PHARMOS_SYNC_DB
+    and PHARMOS_SYNC_MAX_BODY."""
+    import os
+
+    return create_app(os.environ["PHARMOS_SYNC_DB"],
+                      max_body=int(os.environ.get("PHARMOS_SYNC_MAX_BODY", DEFAULT_MAX_BODY)))
+
+
+def serve(db_url: str, host: str = "127.0.0.1", port: int = 8787, *,
+          max_body: int = DEFAULT_MAX_BODY, migrate: bool = False, workers: int = 1,
+          log_level: str = "info") -> None:
+    """Run the server with uvicorn until interrupted (``workers`` processes)."""
+    import os
+
+    import uvicorn
+
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO))
+    if migrate:
+        store = open_store(db_url)
+        try:
+            store.migrate()
+        finally:
+            store.close()
+    if workers > 1:
+        os.environ["PHARMOS_SYNC_DB"] = db_url
+        os.environ["PHARMOS_SYNC_MAX_BODY"] = str(max_body)
+        uvicorn.run("sync_server.app:app_from_env", factory=True, workers=workers, host=host,
+                    port=port, log_level=log_level, access_log=False, timeout_keep_alive=30)
+        return
+    app = create_app(db_url, max_body=max_body)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                timeout_keep_alive=30)

@@ -1,0 +1,114 @@
+"""PostgreSQL implementation of the server store: a chain.
+
+A small pool of autocommit connections; each request is one explicit transaction. A push
+locks its store's row (``SELECT ... FOR UPDATE``), so pushes to one store are serialised and
+``server_seq`` commits in order, while different stores proceed in parallel. Events are
+bulk-loaded with ``COPY``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+
+from pharmacy.clock import Clock, utcnow
+from sync_server.storage import SqlServerStore, Tx
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class _PgTx(Tx):
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.cur = conn.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.cur.execute(_pg(sql), tuple(params))
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.cur.executemany(_pg(sql), rows)
+
+    def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return "= ANY(?)", [list(values)]
+
+    def insert_rows(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self.cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row(r)
+
+
+class PgServerStore(SqlServerStore):
+    kind = "postgresql"
+    migrations_dir = "postgres"
+    integrity_errors = (psycopg.IntegrityError,)
+
+    def __init__(self, conninfo: str, clock: Clock = utcnow, pool_size: int = 16) -> None:
+        super().__init__(clock)
+        self.conninfo = conninfo
+        self._pool: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
+        self._sem = threading.BoundedSemaphore(pool_size)
+        self._closed = False
+        # fail early with a clear error when the server is unreachable
+        self._release(self._connect())
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+
+    def _acquire(self) -> psycopg.Connection[Any]:
+        self._sem.acquire()
+        try:
+            while True:
+                try:
+                    conn = self._pool.get_nowait()
+                except queue.Empty:
+                    return self._connect()
+                if not conn.closed and not conn.broken:
+                    return conn
+        except BaseException:
+            self._sem.release()
+            raise
+
+    def _release(self, conn: psycopg.Connection[Any]) -> None:
+        if self._closed or conn.closed or conn.broken:
+            with contextlib.suppress(Exception):
+                conn.close()
+        else:
+            self._pool.put(conn)
+
+    @contextlib.contextmanager
+    def _tx(self, write: bool) -> Iterator[Tx]:
+        conn = self._acquire()
+        try:
+            with conn.transaction():
+                yield _PgTx(conn)
+        finally:
+            self._release(conn)
+            self._sem.release()
+
+    def _lock_store_sql(self) -> str:
+        return " FOR UPDATE"
+
+    def _bootstrap(self, tx: Tx) -> None:
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                   "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(Exception):
+                conn.close()

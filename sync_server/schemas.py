@@ -1,0 +1,186 @@
+"""The wire format of sync protocol 1 (request and response bodies), as pydantic models.
+
+The OpenAPI spec is generated from these; requests are validated against them before any
+database work. Integers are JSON numbers without a fraction (``true`` and ``"1"`` are not
+integers); unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+PROTOCOL_VERSIONS = (1,)
+MAX_EVENTS_PER_PUSH = 5000
+MAX_COUNTERS_PER_PUSH = 200_000
+MAX_DOCS_PER_PUSH = 2000
+MAX_PULL_LIMIT = 5000
+
+
+def _json_int(v: Any) -> Any:
+    if isinstance(v, bool | str):
+        raise ValueError("must be a JSON integer")
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise ValueError("must be a JSON integer")
+        return int(v)
+    return v
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+Count = Annotated[int, BeforeValidator(_json_int), Field(ge=0, le=2**53)]
+Seq = Annotated[int, BeforeValidator(_json_int), Field(ge=0, le=2**53)]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Stamp = Annotated[str, Field(min_length=1, max_length=64)]
+Protocol = Annotated[int, BeforeValidator(_json_int),
+                     Field(ge=min(PROTOCOL_VERSIONS), le=max(PROTOCOL_VERSIONS),
+                           description="sync protocol version; this server speaks 1")]
+Kind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    ok: bool
+    protocols: list[int]
+    server_time: str
+
+
+class TerminalStatus(Strict):
+    """What the terminal reports about itself (head office shows it per terminal)."""
+
+    pending_events: Count = 0
+    pending_counters: Count = 0
+    pending_docs: Count = 0
+    last_success: Stamp | None = None
+    offline_since: Stamp | None = None
+    version: Annotated[str, Field(max_length=64)] | None = None
+
+
+class EventIn(Strict):
+    event_id: Id
+    replica_id: Id
+    seq: Annotated[int, BeforeValidator(_json_int), Field(ge=1, le=2**53)]
+    kind: Kind
+    created_at: Stamp
+    body: Annotated[str, Field(max_length=1_000_000, description=(
+        "the event as recorded by the terminal: a JSON object, as JSON text (kept byte for "
+        "byte)"))]
+    store_id: Id | None = None
+    tenant_id: Id | None = None
+
+
+class CounterIn(Strict):
+    counter_id: Annotated[str, Field(min_length=1, max_length=256)]
+    replica_id: Id
+    p: Count
+    n: Count
+    store_id: Id | None = None
+    tenant_id: Id | None = None
+
+
+class DocIn(Strict):
+    update_id: Id
+    doc: Annotated[str, Field(min_length=1, max_length=64)]
+    data: Annotated[str, Field(max_length=4_000_000, description="base64 pycrdt update")]
+
+
+class PushRequest(Strict):
+    protocol: Protocol
+    idempotency_key: Id
+    store_id: Id
+    replica_id: Id = Field(description="the terminal's current replica id")
+    replica_seq: Seq | None = Field(
+        default=None, description="highest local event seq of the current replica; a server "
+        "holding more of that replica answers REPLICA_BEHIND (the database was restored)")
+    events: Annotated[list[EventIn], Field(max_length=MAX_EVENTS_PER_PUSH)] = []
+    counters: Annotated[list[CounterIn], Field(max_length=MAX_COUNTERS_PER_PUSH)] = []
+    docs: Annotated[list[DocIn], Field(max_length=MAX_DOCS_PER_PUSH)] = []
+    status: TerminalStatus | None = None
+
+
+class PushResponse(BaseModel):
+    protocol: int
+    accepted: int
+    duplicates: int
+    counters: int
+    docs: int
+    server_seq: int
+    acked_seq: int
+
+
+class PullRequest(Strict):
+    protocol: Protocol
+    store_id: Id
+    replica_id: Id = Field(description="rows of this replica are not returned")
+    replica_seq: Seq | None = Field(default=None, description="as in PushRequest")
+    cursor: Seq = 0
+    limit: Annotated[int, BeforeValidator(_json_int), Field(ge=1, le=MAX_PULL_LIMIT)] = 2000
+    status: TerminalStatus | None = None
+
+
+class PullEvent(BaseModel):
+    server_seq: int
+    event_id: str
+    replica_id: str
+    kind: str
+    created_at: str
+    body: str = Field(description="JSON text of a JSON object")
+
+
+class PullCounter(BaseModel):
+    server_seq: int
+    counter_id: str
+    replica_id: str
+    p: int
+    n: int
+
+
+class PullResponse(BaseModel):
+    protocol: int
+    events: list[PullEvent]
+    counters: list[PullCounter]
+    next_cursor: int
+    more: bool
+    server_seq: int
+
+
+class EnrollRequest(Strict):
+    protocol: Protocol
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(max_length=128)] | None = None
+    replica_id: Id | None = None
+
+
+class EnrollResponse(BaseModel):
+    protocol: int
+    terminal_id: str
+    token: str
+    tenant_id: str
+    store_id: str
+    jurisdiction: str | None
+    trusted_keys: list[str]
+    server_time: str
+
+
+class KnownRequest(Strict):
+    protocol: Protocol
+    event_ids: Annotated[list[Id], Field(max_length=MAX_EVENTS_PER_PUSH)]
+
+
+class KnownResponse(BaseModel):
+    protocol: int
+    known: list[str]

@@ -1,0 +1,1013 @@
+"""Server storage: one interface (:class:`ServerStore`), SQLite and PostgreSQL implementations.
+
+All merge logic lives in :class:`SqlServerStore`; the two backends differ only in how they
+connect, lock a store, bulk-insert and spell an ``IN`` list. Every statement names its tenant
+and store. Writes to one store are serialised (a row lock on ``stores`` in PostgreSQL, the
+single writer in SQLite), so ``server_seq`` values become visible in order and a pull cursor
+never skips a row that commits late.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import re
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from importlib import resources
+from typing import Any, Protocol
+
+from pydantic_core import from_json, to_json
+
+from crdt.shared_doc import DOCS
+from pharmacy.canonical import canonical_json
+from pharmacy.catalog import Product, product_from_json
+from pharmacy.clock import Clock, iso, utcnow
+from pharmacy.errors import BadInput
+from pharmacy.ids import new_id
+from pharmacy.money import fmt, to_cents
+from sync_server.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unauthorized
+
+HQ_PREFIX = "hq:"
+# kinds only head office writes
+HQ_KINDS = frozenset({"policy_bundle", "allowances", "model", "doc_update"})
+# kinds every terminal of the store pulls
+SHARED_KINDS = frozenset({"product", "batch", "batch_status", "register", "doc_update",
+                          "policy_bundle", "allowances", "model"})
+# kinds whose bodies the server reads (views, pulls); other bodies are stored as sent
+READ_KINDS = frozenset({"product", "batch", "batch_status", "register"})
+PUBLISH_KINDS = frozenset({"product", "policy_bundle", "allowances", "model"})
+BATCH_STATUSES = ("active", "quarantined", "recalled")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+_IN_CHUNK = 500
+IDEMPOTENCY_TTL = timedelta(days=7)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def normalize_code(code: str) -> str:
+    return re.sub(r"[\s-]", "", code).upper()
+
+
+def check_name(what: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise BadRequest(f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-'",
+                         code="BAD_NAME")
+    return value
+
+
+@dataclass(frozen=True)
+class Terminal:
+    terminal_id: str
+    tenant_id: str
+    store_id: str
+    name: str | None
+
+
+class ServerStore(Protocol):
+    """What the HTTP app and the admin commands need from a database."""
+
+    kind: str
+
+    def migrate(self) -> int: ...
+    def close(self) -> None: ...
+    def schema_version(self) -> int: ...
+    def resolve_store(self, store_id: str, tenant_id: str | None = None) -> tuple[str, str]: ...
+    def create_store(self, tenant_id: str, store_id: str, *, jurisdiction: str | None = None,
+                     products: Sequence[Product] = (),
+                     opening: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]: ...
+    def trust_key(self, tenant_id: str, public_pem: str) -> dict[str, Any]: ...
+    def create_enroll_code(self, tenant_id: str, store_id: str,
+                           ttl_hours: float = 72) -> dict[str, Any]: ...
+    def enroll(self, code: str, name: str | None, replica_id: str | None) -> dict[str, Any]: ...
+    def authenticate(self, token: str) -> Terminal: ...
+    def revoke(self, terminal_id: str) -> dict[str, Any]: ...
+    def terminals(self, tenant_id: str, store_id: str) -> list[dict[str, Any]]: ...
+    def _check_behind(self, tx: Tx, tenant: str, store: str, replica: str,
+                      replica_seq: int | None) -> None:
+        if replica_seq is None:
+            return
+        row = tx.one("SELECT MAX(local_seq) FROM events WHERE tenant_id = ? AND store_id = ? "
+                     "AND replica_id = ?", (tenant, store, replica))
+        have = None if row is None or row[0] is None else int(row[0])
+        if have is not None and have > int(replica_seq):
+            raise Conflict(
+                f"head office holds events up to seq {have} of replica {replica}, this "
+                f"database only up to {replica_seq}: it was restored from a backup; take a new "
+                "replica id", code="REPLICA_BEHIND", replica_id=replica, server_seq=have,
+                local_seq=int(replica_seq))
+
+    @staticmethod
+    def _fingerprint(req: Mapping[str, Any]) -> str:
+        h = hashlib.sha256()
+        for e in req.get("events") or ():
+            h.update(f"{e['event_id']}|{e['replica_id']}|{e['seq']};".encode())
+        for c in req.get("counters") or ():
+            h.update(f"{c['counter_id']}|{c['replica_id']}|{c['p']}|{c['n']};".encode())
+        for d in req.get("docs") or ():
+            h.update(f"{d['update_id']};".encode())
+        return h.hexdigest()
+
+    def push(self, term: Terminal, req: Mapping[str, Any]) -> dict[str, Any]: ...
+    def pull(self, term: Terminal, req: Mapping[str, Any]) -> dict[str, Any]: ...
+    def known_events(self, term: Terminal, event_ids: Sequence[str]) -> list[str]: ...
+    def blob(self, term: Terminal, sha256: str) -> bytes: ...
+    def publish(self, tenant_id: str, store_id: str | None, kind: str,
+                bodies: Sequence[Mapping[str, Any]], blob: bytes | None = None
+                ) -> dict[str, Any]: ...
+    def stock(self, tenant_id: str, store_id: str, today: date) -> list[dict[str, Any]]: ...
+    def store_events(self, tenant_id: str, store_id: str,
+                     kinds: Sequence[str] | None = None) -> list[dict[str, Any]]: ...
+    def store_counters(self, tenant_id: str, store_id: str) -> list[tuple[str, str, int, int]]: ...
+
+
+class Tx(ABC):
+    """One open transaction; SQL is written with ``?`` placeholders."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    @abstractmethod
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """An ``IN``-list test for a column: ('IN (?, ?)', values) or ('= ANY(?)', [values])."""
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.execute(sql, params).fetchall()]
+
+    def insert_rows(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            marks = ", ".join("?" for _ in columns)
+            self.many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def select_in(self, sql: str, head: Sequence[Any], column: str,
+                  values: Sequence[Any], tail: str = "") -> list[tuple[Any, ...]]:
+        """Run ``sql + ' AND ' + column IN (...) + tail`` over chunks of ``values``."""
+        out: list[tuple[Any, ...]] = []
+        vals = list(values)
+        for i in range(0, len(vals), _IN_CHUNK):
+            frag, params = self.in_list(vals[i:i + _IN_CHUNK])
+            out.extend(self.all(f"{sql} AND {column} {frag}{tail}", [*head, *params]))
+        return out
+
+
+_EVENT_COLUMNS = ("tenant_id", "store_id", "event_id", "replica_id", "local_seq", "kind",
+                  "created_at", "body", "server_seq", "shared", "terminal_id", "blob_sha256",
+                  "received_at")
+
+
+def _validate_body(kind: str, body: Mapping[str, Any], where: str) -> None:
+    """Bodies the server reads (materialised views, stock effects) must have their fields."""
+    def need(key: str, typ: type | tuple[type, ...]) -> Any:
+        v = body.get(key)
+        if not isinstance(v, typ) or isinstance(v, bool):
+            raise BadRequest(f"{where}: a {kind} event needs {key!r}", code="BAD_EVENT",
+                             kind=kind, field=key)
+        return v
+
+    if kind == "batch":
+        for k in ("batch_id", "ndc", "lot", "expiry", "received_at"):
+            need(k, str)
+        cost = body.get("unit_cost_cents")
+        if cost is not None and (not isinstance(cost, int) or isinstance(cost, bool)):
+            raise BadRequest(f"{where}: unit_cost_cents must be an integer", code="BAD_EVENT")
+    elif kind == "batch_status":
+        need("batch_id", str)
+        need("status_at", str)
+        if body.get("status") not in BATCH_STATUSES:
+            raise BadRequest(f"{where}: batch status must be one of {BATCH_STATUSES}",
+                             code="BAD_EVENT")
+    elif kind == "product":
+        try:
+            product_from_json(body)
+        except (BadInput, ValueError, TypeError) as e:
+            raise BadRequest(f"{where}: product: {e}", code="BAD_EVENT") from None
+    elif kind == "register":
+        for k in ("replica_id", "entry_id", "created_at", "kind", "ndc", "body", "prev_hash",
+                  "hash"):
+            need(k, str)
+        need("seq", int)
+        need("qty", int)
+
+
+def _json_text(body: Mapping[str, Any]) -> str:
+    """Compact JSON of an event body (Rust encoder: the push hot path)."""
+    return to_json(body).decode("utf-8")
+
+
+def _status_rank(status: str, status_at: str) -> tuple[bool, str, str]:
+    return (status == "recalled", status_at, status)
+
+
+class SqlServerStore(ABC):
+    """The shared implementation; subclasses supply connections and a few dialect bits."""
+
+    kind = "sql"
+    migrations_dir = ""
+    integrity_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, clock: Clock = utcnow) -> None:
+        self.clock = clock
+
+    # ---- backend hooks ------------------------------------------------------------------------
+    @abstractmethod
+    def _tx(self, write: bool) -> contextlib.AbstractContextManager[Tx]: ...
+
+    @abstractmethod
+    def _lock_store_sql(self) -> str: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def _bootstrap(self, tx: Tx) -> None:
+        """Create the migrations table if missing."""
+
+    # ---- migrations ---------------------------------------------------------------------------
+    def _migrations(self) -> list[tuple[int, str, str]]:
+        pkg = resources.files("sync_server.migrations").joinpath(self.migrations_dir)
+        out = []
+        for entry in pkg.iterdir():
+            if entry.name.endswith(".sql") and entry.name[:4].isdigit():
+                out.append((int(entry.name[:4]), entry.name, entry.read_text("utf-8")))
+        return sorted(out)
+
+    def schema_version(self) -> int:
+        with self._tx(False) as tx:
+            self._bootstrap(tx)
+            row = tx.one("SELECT MAX(version) FROM schema_migrations")
+        return int(row[0] or 0) if row else 0
+
+    def migrate(self) -> int:
+        with self._tx(True) as tx:
+            self._bootstrap(tx)
+        version = self.schema_version()
+        latest = max((v for v, _, _ in self._migrations()), default=0)
+        if version > latest:
+            raise Conflict(f"the database has schema {version}, newer than this server "
+                           f"({latest}); upgrade pharmos", code="SCHEMA_TOO_NEW")
+        for v, name, sql in self._migrations():
+            if v <= version:
+                continue
+            with self._tx(True) as tx:
+                for stmt in _split(sql):
+                    tx.execute(stmt)
+                tx.execute("INSERT INTO schema_migrations(version, name, applied_at) "
+                           "VALUES (?, ?, ?)", (v, name, iso(self.clock())))
+            version = v
+        return version
+
+    def check_schema(self) -> None:
+        latest = max((v for v, _, _ in self._migrations()), default=0)
+        have = self.schema_version()
+        if have != latest:
+            raise Conflict(f"the database schema is {have}, this server needs {latest}; "
+                           "run 'pharmos server migrate --db URL'", code="SCHEMA_MISMATCH")
+
+    # ---- stores and tenants -------------------------------------------------------------------
+    def resolve_store(self, store_id: str, tenant_id: str | None = None) -> tuple[str, str]:
+        with self._tx(False) as tx:
+            if tenant_id is not None:
+                rows = tx.all("SELECT tenant_id, store_id FROM stores WHERE tenant_id = ? "
+                              "AND store_id = ?", (tenant_id, store_id))
+            else:
+                rows = tx.all("SELECT tenant_id, store_id FROM stores WHERE store_id = ?",
+                              (store_id,))
+        if not rows:
+            raise NotFoundError(f"no store {store_id!r}"
+                                + (f" in tenant {tenant_id!r}" if tenant_id else ""),
+                                code="UNKNOWN_STORE")
+        if len(rows) > 1:
+            raise BadRequest(f"store {store_id!r} exists in several tenants; give --tenant",
+                             code="AMBIGUOUS_STORE")
+        return str(rows[0][0]), str(rows[0][1])
+
+    def tenant_stores(self, tenant_id: str) -> list[str]:
+        with self._tx(False) as tx:
+            rows = tx.all("SELECT store_id FROM stores WHERE tenant_id = ? ORDER BY store_id",
+                          (tenant_id,))
+        if not rows and not self._tenant_exists(tenant_id):
+            raise NotFoundError(f"no tenant {tenant_id!r}", code="UNKNOWN_TENANT")
+        return [str(r[0]) for r in rows]
+
+    def _tenant_exists(self, tenant_id: str) -> bool:
+        with self._tx(False) as tx:
+            return tx.one("SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant_id,)) is not None
+
+    def create_store(self, tenant_id: str, store_id: str, *, jurisdiction: str | None = None,
+                     products: Sequence[Product] = (),
+                     opening: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        check_name("tenant", tenant_id)
+        check_name("store", store_id)
+        now = iso(self.clock())
+        by_ndc: dict[str, Product] = {p.ndc: p for p in products}
+        hq = f"{HQ_PREFIX}{tenant_id}:{store_id}"
+        with self._tx(True) as tx:
+            tx.execute("INSERT INTO tenants(tenant_id, created_at) VALUES (?, ?) "
+                       "ON CONFLICT DO NOTHING", (tenant_id, now))
+            if tx.one("SELECT 1 FROM stores WHERE tenant_id = ? AND store_id = ?",
+                      (tenant_id, store_id)):
+                raise Conflict(f"store {store_id!r} already exists in tenant {tenant_id!r}",
+                               code="STORE_EXISTS")
+            tx.execute("INSERT INTO stores(tenant_id, store_id, created_at, jurisdiction, "
+                       "next_seq) VALUES (?, ?, ?, ?, 0)", (tenant_id, store_id, now, jurisdiction))
+            seq = self._lock_store(tx, tenant_id, store_id)
+            rows: list[tuple[Any, ...]] = []
+            # tenant-wide publications made before this store existed
+            for pub_id, kind, body, sha in tx.all(
+                    "SELECT pub_id, kind, body, blob_sha256 FROM tenant_publications "
+                    "WHERE tenant_id = ? ORDER BY created_at, pub_id", (tenant_id,)):
+                seq += 1
+                rows.append(self._hq_row(tenant_id, store_id, pub_id, kind, now, body, seq, sha))
+            for p in products:
+                seq += 1
+                rows.append(self._hq_row(tenant_id, store_id, new_id(), "product", now,
+                                         canonical_json(p.to_json()), seq, None))
+            counters: list[tuple[Any, ...]] = []
+            units = 0
+            for item in opening:
+                product = by_ndc.get(str(item["ndc"]))
+                if product is None:
+                    raise BadRequest(f"opening stock names {item['ndc']}, not in the catalog",
+                                     code="UNKNOWN_PRODUCT")
+                qty = int(item["qty"])
+                bid = f"{product.ndc11}:{item['lot']}"
+                cost = item.get("unit_cost")
+                batch = {"batch_id": bid, "ndc": product.ndc, "lot": str(item["lot"]),
+                         "expiry": str(item["expiry"]), "supplier": item.get("supplier"),
+                         "unit_cost_cents": None if cost is None else to_cents(cost),
+                         "received_at": now}
+                seq += 1
+                rows.append(self._hq_row(tenant_id, store_id, new_id(), "batch", now,
+                                         canonical_json(batch), seq, None))
+                seq += 1
+                rows.append(self._hq_row(tenant_id, store_id, new_id(), "movement", now,
+                                         canonical_json({"batch_id": bid, "kind": "receive",
+                                                         "delta": qty, "reason": None,
+                                                         "reference": "opening stock",
+                                                         "movement_id": new_id(),
+                                                         "user_id": None}), seq, None))
+                seq += 1
+                counters.append((tenant_id, store_id, f"stock:{bid}", hq, qty, 0, seq))
+                units += qty
+            tx.insert_rows("events", _EVENT_COLUMNS, rows)
+            self._materialize(tx, tenant_id, store_id, [(r[5], json.loads(r[7])) for r in rows])
+            tx.insert_rows("counters", ("tenant_id", "store_id", "counter_id", "replica_id",
+                                        "p", "n", "server_seq"), counters)
+            self._set_seq(tx, tenant_id, store_id, seq)
+        return {"tenant_id": tenant_id, "store_id": store_id, "jurisdiction": jurisdiction,
+                "products": len(products), "batches": len(opening), "units": units,
+                "server_seq": seq}
+
+    def _hq_row(self, tenant: str, store: str, event_id: str, kind: str, now: str, body: str,
+                seq: int, sha: str | None) -> tuple[Any, ...]:
+        return (tenant, store, event_id, f"{HQ_PREFIX}{tenant}", None, kind, now, body, seq,
+                int(kind in SHARED_KINDS), None, sha, now)
+
+    def _lock_store(self, tx: Tx, tenant_id: str, store_id: str) -> int:
+        row = tx.one("SELECT next_seq FROM stores WHERE tenant_id = ? AND store_id = ?"
+                     + self._lock_store_sql(), (tenant_id, store_id))
+        if row is None:
+            raise NotFoundError(f"no store {store_id!r} in tenant {tenant_id!r}",
+                                code="UNKNOWN_STORE")
+        return int(row[0])
+
+    def _set_seq(self, tx: Tx, tenant_id: str, store_id: str, seq: int) -> None:
+        tx.execute("UPDATE stores SET next_seq = ? WHERE tenant_id = ? AND store_id = ?",
+                   (seq, tenant_id, store_id))
+
+    def trust_key(self, tenant_id: str, public_pem: str) -> dict[str, Any]:
+        if "BEGIN PUBLIC KEY" not in public_pem:
+            raise BadRequest("the trusted key must be a PEM public key", code="BAD_KEY")
+        with self._tx(True) as tx:
+            row = tx.one("SELECT trusted_keys FROM tenants WHERE tenant_id = ?", (tenant_id,))
+            if row is None:
+                raise NotFoundError(f"no tenant {tenant_id!r}", code="UNKNOWN_TENANT")
+            keys = list(json.loads(row[0]))
+            if public_pem not in keys:
+                keys.append(public_pem)
+            tx.execute("UPDATE tenants SET trusted_keys = ? WHERE tenant_id = ?",
+                       (json.dumps(keys), tenant_id))
+        return {"tenant_id": tenant_id, "trusted_keys": len(keys)}
+
+    # ---- enrollment and auth ------------------------------------------------------------------
+    def create_enroll_code(self, tenant_id: str, store_id: str,
+                           ttl_hours: float = 72) -> dict[str, Any]:
+        raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(16))
+        code = "-".join(raw[i:i + 4] for i in range(0, 16, 4))
+        now = self.clock()
+        expires = now + timedelta(hours=ttl_hours)
+        with self._tx(True) as tx:
+            self._lock_store(tx, tenant_id, store_id)
+            tx.execute("INSERT INTO enroll_codes(code_hash, tenant_id, store_id, created_at, "
+                       "expires_at) VALUES (?, ?, ?, ?, ?)",
+                       (_sha(raw), tenant_id, store_id, iso(now), iso(expires)))
+        return {"code": code, "tenant_id": tenant_id, "store_id": store_id,
+                "expires_at": iso(expires)}
+
+    def enroll(self, code: str, name: str | None, replica_id: str | None) -> dict[str, Any]:
+        h = _sha(normalize_code(code))
+        now = self.clock()
+        with self._tx(True) as tx:
+            row = tx.one("SELECT tenant_id, store_id, expires_at, used_at FROM enroll_codes "
+                         "WHERE code_hash = ?", (h,))
+            if row is None:
+                raise Unauthorized("this enrollment code is not known; ask head office for a "
+                                   "new one", code="BAD_ENROLL_CODE")
+            tenant_id, store_id, expires_at, used_at = row
+            if used_at is not None:
+                raise Unauthorized("this enrollment code was already used; ask head office "
+                                   "for a new one", code="ENROLL_CODE_USED")
+            if str(expires_at) < iso(now):
+                raise Unauthorized("this enrollment code has expired; ask head office for a "
+                                   "new one", code="ENROLL_CODE_EXPIRED")
+            terminal_id = new_id()
+            token = "pmt_" + secrets.token_urlsafe(32)
+            tx.execute("UPDATE enroll_codes SET used_at = ?, terminal_id = ? "
+                       "WHERE code_hash = ?", (iso(now), terminal_id, h))
+            tx.execute("INSERT INTO terminals(terminal_id, tenant_id, store_id, token_hash, "
+                       "name, enrolled_at, replica_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (terminal_id, tenant_id, store_id, _sha(token), name, iso(now),
+                        replica_id))
+            store = tx.one("SELECT jurisdiction FROM stores WHERE tenant_id = ? AND "
+                           "store_id = ?", (tenant_id, store_id))
+            keys = tx.one("SELECT trusted_keys FROM tenants WHERE tenant_id = ?", (tenant_id,))
+        return {"terminal_id": terminal_id, "token": token, "tenant_id": tenant_id,
+                "store_id": store_id, "jurisdiction": store[0] if store else None,
+                "trusted_keys": json.loads(keys[0]) if keys else [],
+                "server_time": iso(now)}
+
+    def authenticate(self, token: str) -> Terminal:
+        if not token:
+            raise Unauthorized("no terminal token; enroll this terminal first",
+                               code="NO_TOKEN")
+        with self._tx(False) as tx:
+            row = tx.one("SELECT terminal_id, tenant_id, store_id, name, revoked_at "
+                         "FROM terminals WHERE token_hash = ?", (_sha(token),))
+        if row is None:
+            raise Unauthorized("the terminal token is not known; enroll this terminal again",
+                               code="BAD_TOKEN")
+        if row[4] is not None:
+            raise Unauthorized("this terminal was revoked by head office on " + str(row[4]),
+                               code="TOKEN_REVOKED")
+        return Terminal(str(row[0]), str(row[1]), str(row[2]), row[3])
+
+    def revoke(self, terminal_id: str) -> dict[str, Any]:
+        now = iso(self.clock())
+        with self._tx(True) as tx:
+            row = tx.one("SELECT revoked_at, tenant_id, store_id FROM terminals "
+                         "WHERE terminal_id = ?", (terminal_id,))
+            if row is None:
+                raise NotFoundError(f"no terminal {terminal_id}", code="UNKNOWN_TERMINAL")
+            if row[0] is None:
+                tx.execute("UPDATE terminals SET revoked_at = ? WHERE terminal_id = ?",
+                           (now, terminal_id))
+        return {"terminal_id": terminal_id, "tenant_id": row[1], "store_id": row[2],
+                "revoked_at": row[0] or now}
+
+    def terminals(self, tenant_id: str, store_id: str) -> list[dict[str, Any]]:
+        with self._tx(False) as tx:
+            top = self._lock_store_read(tx, tenant_id, store_id)
+            rows = tx.all(
+                "SELECT terminal_id, name, enrolled_at, revoked_at, replica_id, last_push_at, "
+                "last_pull_at, pull_cursor, status FROM terminals WHERE tenant_id = ? AND "
+                "store_id = ? ORDER BY enrolled_at, terminal_id", (tenant_id, store_id))
+        out = []
+        for r in rows:
+            st = json.loads(r[8] or "{}")
+            last = max((x for x in (r[5], r[6]) if x), default=None)
+            out.append({
+                "terminal_id": r[0], "name": r[1], "enrolled_at": r[2], "revoked_at": r[3],
+                "replica_id": r[4], "last_push_at": r[5], "last_pull_at": r[6],
+                "last_sync_at": last, "pull_cursor": r[7],
+                "behind": None if r[7] is None else max(0, top - int(r[7])),
+                "pending_events": st.get("pending_events"),
+                "pending_counters": st.get("pending_counters"),
+                "pending_docs": st.get("pending_docs"),
+                "offline_since": st.get("offline_since"),
+                "reported_last_success": st.get("last_success"),
+            })
+        return out
+
+    def _lock_store_read(self, tx: Tx, tenant_id: str, store_id: str) -> int:
+        row = tx.one("SELECT next_seq FROM stores WHERE tenant_id = ? AND store_id = ?",
+                     (tenant_id, store_id))
+        if row is None:
+            raise NotFoundError(f"no store {store_id!r} in tenant {tenant_id!r}",
+                                code="UNKNOWN_STORE")
+        return int(row[0])
+
+    # ---- push ---------------------------------------------------------------------------------
+    def _check_scope(self, term: Terminal, req: Mapping[str, Any]) -> None:
+        if req.get("store_id") != term.store_id:
+            raise Forbidden(f"this terminal belongs to store {term.store_id!r}, not "
+                            f"{req.get('store_id')!r}", code="SCOPE_VIOLATION")
+        ok_store, ok_tenant = (None, term.store_id), (None, term.tenant_id)
+        for section in ("events", "counters"):
+            for i, row in enumerate(req.get(section) or ()):
+                holders = (row, row.get("body")) if section == "events" else (row,)
+                for holder in holders:
+                    if holder.get("store_id") not in ok_store or \
+                            holder.get("tenant_id") not in ok_tenant:
+                        key = "store_id" if holder.get("store_id") not in ok_store \
+                            else "tenant_id"
+                        raise Forbidden(
+                            f"{section[:-1]} {i + 1} names {key} {holder.get(key)!r}; "
+                            f"this terminal may write only its own store",
+                            code="SCOPE_VIOLATION", section=section, index=i)
+
+    def _check_behind(self, tx: Tx, tenant: str, store: str, replica: str,
+                      replica_seq: int | None) -> None:
+        if replica_seq is None:
+            return
+        row = tx.one("SELECT MAX(local_seq) FROM events WHERE tenant_id = ? AND store_id = ? "
+                     "AND replica_id = ?", (tenant, store, replica))
+        have = None if row is None or row[0] is None else int(row[0])
+        if have is not None and have > int(replica_seq):
+            raise Conflict(
+                f"head office holds events up to seq {have} of replica {replica}, this "
+                f"database only up to {replica_seq}: it was restored from a backup; take a new "
+                "replica id", code="REPLICA_BEHIND", replica_id=replica, server_seq=have,
+                local_seq=int(replica_seq))
+
+    @staticmethod
+    def _fingerprint(req: Mapping[str, Any]) -> str:
+        h = hashlib.sha256()
+        for e in req.get("events") or ():
+            h.update(f"{e['event_id']}|{e['replica_id']}|{e['seq']};".encode())
+        for c in req.get("counters") or ():
+            h.update(f"{c['counter_id']}|{c['replica_id']}|{c['p']}|{c['n']};".encode())
+        for d in req.get("docs") or ():
+            h.update(f"{d['update_id']};".encode())
+        return h.hexdigest()
+
+    @staticmethod
+    def _parse_bodies(req: Mapping[str, Any]) -> dict[str, Any]:
+        """Event bodies arrive as JSON text (stored byte for byte) or, from Python callers,
+        as dicts. Each must be a JSON object."""
+        events = []
+        for i, e in enumerate(req.get("events") or ()):
+            body = e["body"]
+            if isinstance(body, str):
+                text = body
+                if e["kind"] in READ_KINDS or '"store_id"' in text or '"tenant_id"' in text:
+                    try:
+                        parsed = from_json(text)
+                    except ValueError:
+                        parsed = None
+                elif text[:1] == "{" and text.rstrip()[-1:] == "}":
+                    parsed = {}  # opaque to the server: stored byte for byte
+                else:
+                    parsed = None
+            else:
+                parsed, text = body, None
+            if not isinstance(parsed, dict):
+                raise BadRequest(f"event {i + 1} ({e.get('event_id')}): the body must be a "
+                                 "JSON object", code="BAD_EVENT")
+            events.append({**e, "body": parsed, "_text": text if text is not None
+                           else _json_text(parsed)})
+        return {**req, "events": events}
+
+    def push(self, term: Terminal, req: Mapping[str, Any]) -> dict[str, Any]:
+        req = self._parse_bodies(req)
+        self._check_scope(term, req)
+        tenant, store = term.tenant_id, term.store_id
+        now = iso(self.clock())
+        # ---- validate everything before touching the database
+        events: dict[str, Mapping[str, Any]] = {}
+        slots: dict[tuple[str, int], str] = {}
+        for i, e in enumerate(req.get("events") or ()):
+            where = f"event {i + 1} ({e['event_id']})"
+            kind = e["kind"]
+            if not _KIND.match(kind):
+                raise BadRequest(f"{where}: kind {kind!r} is not an event kind",
+                                 code="BAD_EVENT_KIND")
+            if kind in HQ_KINDS:
+                raise Forbidden(f"{where}: only head office writes {kind} events",
+                                code="FORBIDDEN_KIND")
+            if e["replica_id"].startswith(HQ_PREFIX):
+                raise Forbidden(f"{where}: replica ids starting with {HQ_PREFIX!r} belong to "
+                                "head office", code="RESERVED_REPLICA")
+            _validate_body(kind, e["body"], where)
+            slot = (e["replica_id"], int(e["seq"]))
+            if slots.get(slot, e["event_id"]) != e["event_id"]:
+                raise BadRequest(f"{where}: two events claim seq {slot[1]} of replica "
+                                 f"{slot[0]}", code="BAD_EVENT")
+            slots[slot] = e["event_id"]
+            events.setdefault(e["event_id"], e)
+        counters: dict[tuple[str, str], tuple[int, int]] = {}
+        for i, c in enumerate(req.get("counters") or ()):
+            key = (c["counter_id"], c["replica_id"])
+            if c["replica_id"].startswith(HQ_PREFIX):
+                raise Forbidden(f"counter row {i + 1}: replica ids starting with "
+                                f"{HQ_PREFIX!r} belong to head office", code="RESERVED_REPLICA")
+            p0, n0 = counters.get(key, (0, 0))
+            counters[key] = (max(p0, int(c["p"])), max(n0, int(c["n"])))
+        docs: dict[str, tuple[str, str]] = {}
+        for i, d in enumerate(req.get("docs") or ()):
+            if d["doc"] not in DOCS:
+                raise BadRequest(f"doc update {i + 1}: unknown document {d['doc']!r}",
+                                 code="UNKNOWN_DOC")
+            try:
+                base64.b64decode(d["data"], validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(f"doc update {i + 1}: data is not base64",
+                                 code="BAD_DOC_UPDATE") from None
+            docs.setdefault(d["update_id"], (d["doc"], d["data"]))
+        idem = str(req["idempotency_key"])
+        fingerprint = self._fingerprint(req)
+        with self._tx(True) as tx:
+            seq = self._lock_store(tx, tenant, store)
+            cached = tx.one("SELECT terminal_id, response FROM idempotency WHERE tenant_id = ? "
+                            "AND store_id = ? AND key = ?", (tenant, store, idem))
+            if cached is not None:
+                saved = json.loads(cached[1])
+                if cached[0] != term.terminal_id or saved.pop("_fp", None) != fingerprint:
+                    raise Conflict("this idempotency key was already used for another request",
+                                   code="IDEMPOTENCY_KEY_REUSED")
+                return dict(saved)
+            # one range scan per replica finds both the events already stored (same slot, same
+            # id) and a fork (same slot, another id)
+            known: set[str] = set()
+            by_replica: dict[str, dict[int, str]] = {}
+            for e in events.values():
+                by_replica.setdefault(e["replica_id"], {})[int(e["seq"])] = e["event_id"]
+            for replica, seqs in by_replica.items():
+                clash: list[tuple[int, str]] = []
+                for s, theirs in tx.all(
+                        "SELECT local_seq, event_id FROM events WHERE tenant_id = ? AND "
+                        "store_id = ? AND replica_id = ? AND local_seq >= ? AND local_seq <= ? "
+                        "ORDER BY local_seq", (tenant, store, replica, min(seqs), max(seqs))):
+                    mine = seqs.get(int(s))
+                    if mine == theirs:
+                        known.add(theirs)
+                    elif mine is not None:
+                        clash.append((int(s), str(theirs)))
+                if clash:
+                    s, theirs = clash[0]
+                    raise Conflict(
+                        f"replica {replica} already wrote a different event at seq {s}: this "
+                        "database was restored or copied and went on writing under the same "
+                        "replica id; take a new replica id and rebase", code="REPLICA_FORKED",
+                        replica_id=replica, seq=int(s), server_event_id=theirs,
+                        pushed_event_id=seqs[int(s)])
+            new = [e for eid, e in events.items() if eid not in known]
+            if docs:
+                known.update(r[0] for r in tx.select_in(
+                    "SELECT event_id FROM events WHERE tenant_id = ? AND store_id = ?",
+                    (tenant, store), "event_id", list(docs)))
+            self._check_behind(tx, tenant, store, str(req["replica_id"]), req.get("replica_seq"))
+            existing: dict[tuple[str, str], tuple[int, int]] = {}
+            by_rep: dict[str, list[str]] = {}
+            for cid, rep in counters:
+                by_rep.setdefault(rep, []).append(cid)
+            for rep, cids in by_rep.items():
+                for cid, p, n in tx.select_in(
+                        "SELECT counter_id, p, n FROM counters WHERE tenant_id = ? AND "
+                        "store_id = ? AND replica_id = ?", (tenant, store, rep), "counter_id",
+                        cids):
+                    existing[(cid, rep)] = (int(p), int(n))
+            regress = [
+                {"counter_id": k[0], "replica_id": k[1], "p": v[0], "n": v[1],
+                 "server_p": existing[k][0], "server_n": existing[k][1]}
+                for k, v in counters.items()
+                if k in existing and (v[0] < existing[k][0] or v[1] < existing[k][1])
+            ]
+            if regress:
+                raise Conflict(
+                    f"{len(regress)} counter row(s) went down (e.g. {regress[0]['counter_id']} "
+                    f"of replica {regress[0]['replica_id']}): a replica's totals never "
+                    "decrease; this database was restored or copied", code="COUNTER_REGRESSION",
+                    rows=regress[:50], replicas=sorted({r["replica_id"] for r in regress}))
+            # ---- write
+            rows: list[tuple[Any, ...]] = []
+            for e in new:  # in the terminal's order (its local seq: causal)
+                seq += 1
+                rows.append((tenant, store, e["event_id"], e["replica_id"], int(e["seq"]),
+                             e["kind"], e["created_at"], e["_text"], seq,
+                             int(e["kind"] in SHARED_KINDS), term.terminal_id, None, now))
+            new_docs = 0
+            for uid, (doc, data) in docs.items():
+                if uid in known:
+                    continue
+                seq += 1
+                new_docs += 1
+                rows.append((tenant, store, uid, str(req["replica_id"]), None, "doc_update",
+                             now, canonical_json({"doc": doc, "update_id": uid, "data": data}),
+                             seq, 1, term.terminal_id, None, now))
+            try:
+                tx.insert_rows("events", _EVENT_COLUMNS, rows)
+            except self.integrity_errors:
+                raise Conflict("an event id in this push is already stored with another "
+                               "replica or seq", code="EVENT_ID_REUSED") from None
+            self._materialize(tx, tenant, store, [(e["kind"], e["body"]) for e in new])
+            changed = []
+            for (cid, rep), (p, n) in counters.items():
+                if existing.get((cid, rep)) == (p, n):
+                    continue
+                seq += 1
+                changed.append((tenant, store, cid, rep, p, n, seq))
+            if changed:
+                tx.many("INSERT INTO counters(tenant_id, store_id, counter_id, replica_id, p, n, "
+                        "server_seq) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, "
+                        "store_id, counter_id, replica_id) DO UPDATE SET p = excluded.p, "
+                        "n = excluded.n, server_seq = excluded.server_seq", changed)
+            self._set_seq(tx, tenant, store, seq)
+            acked = max((int(e["seq"]) for e in events.values()), default=0)
+            resp = {"protocol": 1, "accepted": len(new), "duplicates": len(events) - len(new),
+                    "counters": len(changed), "docs": new_docs, "server_seq": seq,
+                    "acked_seq": acked}
+            tx.execute("UPDATE terminals SET last_push_at = ?, replica_id = ?, status = ? "
+                       "WHERE terminal_id = ?",
+                       (now, req["replica_id"], json.dumps(req.get("status") or {}),
+                        term.terminal_id))
+            # answers to replays are kept for a week (a terminal retries within minutes)
+            tx.execute("DELETE FROM idempotency WHERE tenant_id = ? AND store_id = ? AND "
+                       "created_at < ?", (tenant, store, iso(self.clock() - IDEMPOTENCY_TTL)))
+            tx.execute("INSERT INTO idempotency(tenant_id, store_id, key, terminal_id, response, "
+                       "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (tenant, store, idem, term.terminal_id,
+                        json.dumps({**resp, "_fp": fingerprint}), now))
+        return resp
+
+    def _materialize(self, tx: Tx, tenant: str, store: str,
+                     items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        for kind, body in items:
+            if kind == "product":
+                p = product_from_json(body)
+                tx.execute(
+                    "INSERT INTO srv_products(tenant_id, store_id, ndc, name, dea_schedule, "
+                    "india_schedule, cmea, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (tenant_id, store_id, ndc) DO UPDATE SET name = excluded.name, "
+                    "dea_schedule = excluded.dea_schedule, india_schedule = "
+                    "excluded.india_schedule, cmea = excluded.cmea, body = excluded.body",
+                    (tenant, store, p.ndc, p.name, p.dea_schedule, p.india_schedule,
+                     int(p.cmea), canonical_json(body)))
+            elif kind == "batch":
+                # the same lot recorded twice: the earliest receipt's facts win (as on terminals)
+                row = tx.one("SELECT expiry, received_at FROM srv_batches WHERE tenant_id = ? "
+                             "AND store_id = ? AND batch_id = ?",
+                             (tenant, store, body["batch_id"]))
+                if row is None:
+                    tx.execute(
+                        "INSERT INTO srv_batches(tenant_id, store_id, batch_id, ndc, lot, "
+                        "expiry, status, status_at, unit_cost_cents, received_at) VALUES "
+                        "(?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+                        (tenant, store, body["batch_id"], body["ndc"], body["lot"],
+                         body["expiry"], body["received_at"], body.get("unit_cost_cents"),
+                         body["received_at"]))
+                elif (body["received_at"], body["expiry"]) < (row[1], row[0]):
+                    tx.execute(
+                        "UPDATE srv_batches SET expiry = ?, received_at = ?, unit_cost_cents = ? "
+                        "WHERE tenant_id = ? AND store_id = ? AND batch_id = ?",
+                        (body["expiry"], body["received_at"], body.get("unit_cost_cents"),
+                         tenant, store, body["batch_id"]))
+            elif kind == "batch_status":
+                row = tx.one("SELECT status, status_at FROM srv_batches WHERE tenant_id = ? "
+                             "AND store_id = ? AND batch_id = ?",
+                             (tenant, store, body["batch_id"]))
+                if row is not None and _status_rank(body["status"], body["status_at"]) > \
+                        _status_rank(row[0], row[1]):
+                    tx.execute("UPDATE srv_batches SET status = ?, status_at = ?, "
+                               "status_reason = ? WHERE tenant_id = ? AND store_id = ? AND "
+                               "batch_id = ?", (body["status"], body["status_at"],
+                                                body.get("reason"), tenant, store,
+                                                body["batch_id"]))
+
+    # ---- pull ---------------------------------------------------------------------------------
+    def pull(self, term: Terminal, req: Mapping[str, Any]) -> dict[str, Any]:
+        if req.get("store_id") != term.store_id:
+            raise Forbidden(f"this terminal belongs to store {term.store_id!r}, not "
+                            f"{req.get('store_id')!r}", code="SCOPE_VIOLATION")
+        tenant, store = term.tenant_id, term.store_id
+        cursor = int(req.get("cursor", 0))
+        limit = int(req.get("limit", 2000))
+        replica = str(req["replica_id"])
+        with self._tx(False) as tx:
+            top = self._lock_store_read(tx, tenant, store)
+            self._check_behind(tx, tenant, store, replica, req.get("replica_seq"))
+            if cursor > top:
+                raise Conflict(f"cursor {cursor} is ahead of this server ({top}): the server "
+                               "database was restored; pull and push everything again",
+                               code="CURSOR_AHEAD", server_seq=top)
+            evs = tx.all("SELECT server_seq, event_id, replica_id, kind, created_at, body "
+                         "FROM events WHERE tenant_id = ? AND store_id = ? AND shared = 1 AND "
+                         "server_seq > ? AND server_seq <= ? AND replica_id <> ? "
+                         "ORDER BY server_seq LIMIT ?",
+                         (tenant, store, cursor, top, replica, limit))
+            cs = tx.all("SELECT server_seq, counter_id, replica_id, p, n FROM counters WHERE "
+                        "tenant_id = ? AND store_id = ? AND server_seq > ? AND server_seq <= ? "
+                        "AND replica_id <> ? ORDER BY server_seq LIMIT ?",
+                        (tenant, store, cursor, top, replica, limit))
+        upper = top
+        if len(evs) == limit:
+            upper = min(upper, int(evs[-1][0]))
+        if len(cs) == limit:
+            upper = min(upper, int(cs[-1][0]))
+        resp = {
+            "protocol": 1,
+            "events": [{"server_seq": int(r[0]), "event_id": r[1], "replica_id": r[2],
+                        "kind": r[3], "created_at": r[4], "body": r[5]}
+                       for r in evs if int(r[0]) <= upper],
+            "counters": [{"server_seq": int(r[0]), "counter_id": r[1], "replica_id": r[2],
+                          "p": int(r[3]), "n": int(r[4])} for r in cs if int(r[0]) <= upper],
+            "next_cursor": upper, "more": upper < top, "server_seq": top,
+        }
+        with self._tx(True) as tx:
+            sets = "last_pull_at = ?, pull_cursor = ?, replica_id = ?"
+            params: list[Any] = [iso(self.clock()), upper, replica]
+            if req.get("status") is not None:
+                sets += ", status = ?"
+                params.append(json.dumps(req["status"]))
+            tx.execute(f"UPDATE terminals SET {sets} WHERE terminal_id = ?",
+                       (*params, term.terminal_id))
+        return resp
+
+    def known_events(self, term: Terminal, event_ids: Sequence[str]) -> list[str]:
+        with self._tx(False) as tx:
+            rows = tx.select_in("SELECT event_id FROM events WHERE tenant_id = ? AND "
+                                "store_id = ?", (term.tenant_id, term.store_id), "event_id",
+                                list(dict.fromkeys(event_ids)))
+        return sorted(str(r[0]) for r in rows)
+
+    def blob(self, term: Terminal, sha256: str) -> bytes:
+        with self._tx(False) as tx:
+            ok = tx.one("SELECT 1 FROM events WHERE tenant_id = ? AND store_id = ? AND "
+                        "blob_sha256 = ?", (term.tenant_id, term.store_id, sha256))
+            row = tx.one("SELECT data FROM blobs WHERE tenant_id = ? AND sha256 = ?",
+                         (term.tenant_id, sha256)) if ok else None
+        if row is None:
+            raise NotFoundError(f"no published file {sha256} for this store", code="NO_BLOB")
+        return bytes(row[0])
+
+    # ---- publishing ---------------------------------------------------------------------------
+    def publish(self, tenant_id: str, store_id: str | None, kind: str,
+                bodies: Sequence[Mapping[str, Any]], blob: bytes | None = None
+                ) -> dict[str, Any]:
+        if kind not in PUBLISH_KINDS:
+            raise BadRequest(f"cannot publish {kind!r}; one of {sorted(PUBLISH_KINDS)}",
+                             code="BAD_PUBLICATION")
+        items = [dict(b) for b in bodies]
+        for i, b in enumerate(items):
+            if kind == "product":
+                _validate_body(kind, b, f"product {i + 1}")
+        now = iso(self.clock())
+        sha: str | None = None
+        if blob is not None:
+            sha = hashlib.sha256(blob).hexdigest()
+            for b in items:
+                b.update({"sha256": sha, "size": len(blob), "url": f"/v1/blobs/{sha}"})
+        stores = [store_id] if store_id is not None else self.tenant_stores(tenant_id)
+        pubs = [(new_id(), canonical_json(b)) for b in items]
+        with self._tx(True) as tx:
+            if blob is not None:
+                tx.execute("INSERT INTO blobs(tenant_id, sha256, size, data, created_at) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                           (tenant_id, sha, len(blob), blob, now))
+            if store_id is None:
+                tx.insert_rows("tenant_publications", ("pub_id", "tenant_id", "kind", "body",
+                                                       "blob_sha256", "created_at"),
+                               [(pid, tenant_id, kind, body, sha, now) for pid, body in pubs])
+            last = 0
+            for s in stores:
+                seq = self._lock_store(tx, tenant_id, s)
+                rows = []
+                for pid, body in pubs:
+                    seq += 1
+                    rows.append(self._hq_row(tenant_id, s, pid, kind, now, body, seq, sha))
+                tx.insert_rows("events", _EVENT_COLUMNS, rows)
+                self._materialize(tx, tenant_id, s, [(kind, json.loads(b)) for _, b in pubs])
+                self._set_seq(tx, tenant_id, s, seq)
+                last = seq
+        return {"tenant_id": tenant_id, "stores": stores, "kind": kind, "items": len(pubs),
+                "sha256": sha, "server_seq": last if store_id is not None else None}
+
+    # ---- head-office views --------------------------------------------------------------------
+    def stock(self, tenant_id: str, store_id: str, today: date) -> list[dict[str, Any]]:
+        """Same shape as ``pharmos stock --json``'s batches."""
+        with self._tx(False) as tx:
+            self._lock_store_read(tx, tenant_id, store_id)
+            batches = tx.all(
+                "SELECT b.batch_id, b.ndc, p.name, b.lot, b.expiry, b.status, p.dea_schedule, "
+                "p.india_schedule, p.cmea, b.unit_cost_cents FROM srv_batches b LEFT JOIN "
+                "srv_products p ON p.tenant_id = b.tenant_id AND p.store_id = b.store_id AND "
+                "p.ndc = b.ndc WHERE b.tenant_id = ? AND b.store_id = ?", (tenant_id, store_id))
+            sums = dict(tx.all(
+                "SELECT counter_id, SUM(p - n) FROM counters WHERE tenant_id = ? AND "
+                "store_id = ? GROUP BY counter_id", (tenant_id, store_id)))
+        out = []
+        for r in batches:
+            status = r[5]
+            if status == "active" and r[4] < today.isoformat():
+                status = "expired"
+            out.append({
+                "batch_id": r[0], "ndc": r[1], "name": r[2] or "", "lot": r[3],
+                "expiry": r[4], "status": status,
+                "on_hand": int(sums.get(f"stock:{r[0]}", 0) or 0),
+                "dea_schedule": r[6], "india_schedule": r[7], "cmea": bool(r[8]),
+                "unit_cost": None if r[9] is None else fmt(int(r[9])),
+            })
+        out.sort(key=lambda b: (b["name"], b["expiry"], b["lot"]))
+        return out
+
+    def store_events(self, tenant_id: str, store_id: str,
+                     kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        with self._tx(False) as tx:
+            rows = tx.all("SELECT server_seq, event_id, replica_id, local_seq, kind, created_at, "
+                          "body FROM events WHERE tenant_id = ? AND store_id = ? "
+                          "ORDER BY server_seq", (tenant_id, store_id))
+        return [{"server_seq": int(r[0]), "event_id": r[1], "replica_id": r[2],
+                 "local_seq": r[3], "kind": r[4], "created_at": r[5], "body": json.loads(r[6])}
+                for r in rows if kinds is None or r[4] in kinds]
+
+    def store_counters(self, tenant_id: str, store_id: str) -> list[tuple[str, str, int, int]]:
+        with self._tx(False) as tx:
+            rows = tx.all("SELECT counter_id, replica_id, p, n FROM counters WHERE "
+                          "tenant_id = ? AND store_id = ? ORDER BY counter_id, replica_id",
+                          (tenant_id, store_id))
+        return [(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+def _split(sql: str) -> list[str]:
+    """Split a migration file on ';' at line ends (no procedural code in our migrations)."""
+    out: list[str] = []
+    buf: list[str] = []
+    for line in sql.splitlines():
+        if line.strip().startswith("--") and not buf:
+            continue
+        buf.append(line)
+        if line.rstrip().endswith(";"):
+            stmt = "\n".join(buf).strip()
+            if stmt:
+                out.append(stmt)
+            buf = []
+    rest = "\n".join(buf).strip()
+    if rest:
+        out.append(rest)
+    return out
+
+
+# ---- database URLs --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DbUrl:
+    kind: str  # sqlite | postgresql
+    target: str  # a file path or a libpq conninfo URL
+
+    def redacted(self) -> str:
+        return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", self.target) \
+            if self.kind == "postgresql" else f"sqlite:///{self.target}"
+
+
+def parse_db_url(url: str) -> DbUrl:
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if not path:
+            raise BadRequest("sqlite URL needs a path: sqlite:///PATH", code="BAD_DB_URL")
+        # sqlite:////abs/path and sqlite:///rel/path both work
+        return DbUrl("sqlite", path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return DbUrl("postgresql", url)
+    raise BadRequest(f"database URL {url!r} must be sqlite:///PATH or postgresql://...",
+                     code="BAD_DB_URL")
+
+
+def open_store(url: str, clock: Clock = utcnow) -> SqlServerStore:
+    db = parse_db_url(url)
+    if db.kind == "sqlite":
+        from sync_server.sqlite_store import SqliteServerStore
+
+        return SqliteServerStore(db.target, clock=clock)
+    from sync_server.pg_store import PgServerStore
+
+    return PgServerStore(db.target, clock=clock)
+
+
+@contextlib.contextmanager
+def opened(url: str, clock: Clock = utcnow) -> Iterator[SqlServerStore]:
+    store = open_store(url, clock)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def now_date(clock: Clock = utcnow) -> date:
+    d: datetime = clock()
+    return d.date()

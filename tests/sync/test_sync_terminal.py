@@ -1,0 +1,478 @@
+"""Terminals against a real server process on 127.0.0.1: enrollment, first sync, convergence,
+restored and cloned data dirs, a restored server, revocation, status, publications."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import stat
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import keyring
+import pytest
+
+from crdt import shared_doc
+from pharmacy import inventory, replication
+from pharmacy.compliance import InterimGate
+from pharmacy.errors import PharmosError
+from pharmacy.sales import Dispenser
+from sync_server.storage import SqlServerStore, open_store
+from terminal import sync_client
+from tests.sync.conftest import ServerProcess, enroll_code, seed_store, unique
+from tests.sync.faultproxy import FaultProxy
+from tests.sync.helpers import Till, opening_ledger
+
+TODAY = date.today()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    db = f"sqlite:///{tmp_path_factory.mktemp('srv') / 'server.db'}"
+    srv = ServerProcess(db).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def shop(server: ServerProcess) -> tuple[str, str]:
+    tenant, store = unique("t"), unique("s")
+    seed_store(server.db, tenant, store)
+    return tenant, store
+
+
+@pytest.fixture
+def hq(server: ServerProcess) -> Iterator[SqlServerStore]:
+    s = open_store(server.db)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def till(tmp_path: Path, server: ServerProcess, shop: tuple[str, str], name: str,
+         url: str | None = None) -> Till:
+    return Till(tmp_path, name, url or server.url, enroll_code(server.db, *shop))
+
+
+def server_stock(hq: SqlServerStore, shop: tuple[str, str]) -> list[dict[str, Any]]:
+    return hq.stock(shop[0], shop[1], TODAY)
+
+
+def assert_converged(hq: SqlServerStore, shop: tuple[str, str], tills: list[Till],
+                     ledger: Counter[str]) -> None:
+    srv = server_stock(hq, shop)
+    for t in tills:
+        assert t.stock() == srv, t.name
+    want = {bid: q for bid, q in ledger.items()}
+    got = {r["batch_id"]: r["on_hand"] for r in srv}
+    assert {b: got.get(b, 0) for b in want} == want  # stock = receipts - sales, exactly
+    assert all(got[b] == 0 for b in got if b not in want)
+    def nonzero(rows: list[tuple[str, str, int, int]]) -> list[tuple[str, str, int, int]]:
+        return [r for r in rows if r[2] or r[3]]  # a (0, 0) row is the same as no row
+
+    counters = nonzero(hq.store_counters(*shop))
+    for t in tills:
+        assert nonzero(t.counters()) == counters, t.name
+    regs = [t.register_ids() for t in tills]
+    assert all(r == regs[0] for r in regs)
+    server_regs = {e["body"]["entry_id"] for e in hq.store_events(*shop, kinds=["register"])}
+    assert regs[0] == server_regs
+
+
+def test_first_sync_brings_catalog_stock_and_settings(tmp_path: Path, server: ServerProcess,
+                                                      shop: tuple[str, str],
+                                                      hq: SqlServerStore,
+                                                      memory_keyring: Any) -> None:
+    t = till(tmp_path, server, shop, "front")
+    assert t.enrolled["token_storage"] == "keyring"
+    assert memory_keyring.data  # the token went to the keyring, not to disk
+    assert not (t.dir / sync_client.TOKEN_FILE).exists()
+    res = t.sync()
+    assert res.pushed == 0 and res.pulled > 0 and res.server_seq
+    assert t.stock() == server_stock(hq, shop)
+    assert {r["lot"]: r["on_hand"] for r in t.stock()} == {"IB1": 200, "AM1": 500, "SU1": 40}
+    with t.store() as s:
+        assert s.get_setting("jurisdiction") == "US-TX"
+        assert s.conn.execute("SELECT COUNT(*) FROM products").fetchone()[0] == 4
+    st = t.status()
+    assert st["last_success"] and st["offline_since"] is None
+    assert st["pending"] == {"events": 0, "counters": 0, "docs": 0}
+    assert st["token_storage"] == "keyring" and "warning" not in st
+
+
+def test_two_tills_converge_and_stock_is_exact(tmp_path: Path, server: ServerProcess,
+                                               shop: tuple[str, str],
+                                               hq: SqlServerStore) -> None:
+    rng = random.Random(11)
+    a, b = till(tmp_path, server, shop, "aa"), till(tmp_path, server, shop, "bb")
+    for t in (a, b):
+        t.sync()
+    for _ in range(40):
+        rng.choice((a, b)).act(rng)
+    for _ in range(2):
+        for t in (a, b):
+            t.sync()
+    assert_converged(hq, shop, [a, b], opening_ledger() + a.ledger + b.ledger)
+    rows = {r["terminal_id"]: r for r in hq.terminals(*shop)}
+    assert rows[a.enrolled["terminal_id"]]["pending_events"] == 0
+    assert rows[a.enrolled["terminal_id"]]["last_sync_at"]
+
+
+def test_a_cut_connection_leaves_no_gap_and_no_duplicate(tmp_path: Path, server: ServerProcess,
+                                                         shop: tuple[str, str],
+                                                         hq: SqlServerStore) -> None:
+    rng = random.Random(5)
+    proxy = FaultProxy(server.port, seed=3, drop_request=0.25, drop_response=0.25,
+                       duplicate=0.2, replay=0.2).start()
+    try:
+        a = till(tmp_path, server, shop, "aa")
+        b = till(tmp_path, server, shop, "bb")
+        for t in (a, b):
+            t.sync()
+        for _ in range(60):
+            rng.choice((a, b)).act(rng)
+            if rng.random() < 0.35:
+                t = rng.choice((a, b))
+                try:
+                    t.sync(proxy.url, retries=1)
+                except PharmosError:
+                    pass  # offline for now; the next round repairs it
+        proxy.set(drop_request=0, drop_response=0, duplicate=0, replay=0)
+        for _ in range(2):
+            for t in (a, b):
+                t.sync(proxy.url)
+    finally:
+        proxy.stop()
+    assert proxy.counts["drop_response"] and proxy.counts["replay"], proxy.counts
+    assert_converged(hq, shop, [a, b], opening_ledger() + a.ledger + b.ledger)
+    ids = [e["event_id"] for e in hq.store_events(*shop)]
+    assert len(ids) == len(set(ids))
+    assert len(hq.store_events(*shop, kinds=["sale"])) == a.sales + b.sales
+
+
+def test_a_restored_data_dir_forks_and_is_rebased(tmp_path: Path, server: ServerProcess,
+                                                  shop: tuple[str, str],
+                                                  hq: SqlServerStore) -> None:
+    rng = random.Random(7)
+    a, b = till(tmp_path, server, shop, "aa"), till(tmp_path, server, shop, "bb")
+    for t in (a, b):
+        t.sync()
+    for _ in range(10):
+        a.act(rng)
+    a.sync()
+    backup = tmp_path / "backup"
+    shutil.copytree(a.dir, backup)  # the whole data dir, install.json included
+    lost_ledger = a.ledger.copy()
+    for _ in range(15):
+        a.sell(rng)
+    a.receive(rng)
+    a.sync()  # head office now has the later sales: they happened, they must stay counted
+    pushed_ledger = a.ledger.copy()
+    shutil.rmtree(a.dir)
+    shutil.copytree(backup, a.dir)
+    a.ledger = lost_ledger.copy()
+    old_replica = a.status()["replica_id"]
+    for _ in range(12):
+        a.sell(rng)
+    a.receive(rng, "0406-0552-01")  # a controlled receipt: a register entry
+    res = a.sync()
+    assert res.rebased and res.rebased[0]["replica_id"] == old_replica
+    assert res.rebased[0]["moved_events"] > 0
+    assert a.status()["replica_id"] != old_replica
+    assert old_replica in a.status()["retired_replicas"]
+    for _ in range(2):
+        for t in (a, b):
+            t.sync()
+    # truth: everything the lost timeline did, plus what the restored one did after the backup
+    total = opening_ledger()
+    total.update(pushed_ledger)
+    total.update(a.ledger)
+    total.subtract(lost_ledger)
+    total.update(b.ledger)
+    assert_converged(hq, shop, [a, b], total)
+    with a.store() as s:
+        forked = s.conn.execute("SELECT COUNT(*) FROM register_forked").fetchone()[0]
+    assert forked >= 1  # the receipt of the controlled lot after the restore
+
+
+def test_a_restored_database_alone_takes_a_new_replica(tmp_path: Path, server: ServerProcess,
+                                                       shop: tuple[str, str],
+                                                       hq: SqlServerStore) -> None:
+    rng = random.Random(8)
+    a = till(tmp_path, server, shop, "aa")
+    a.sync()
+    for _ in range(8):
+        a.sell(rng)
+    db = tmp_path / "pharmos.db.bak"
+    with a.store() as s:
+        s.conn.execute(f"VACUUM INTO '{db}'")  # a backup with unsynced sales in it
+    kept = a.ledger.copy()
+    before = a.status()["replica_id"]
+    a.sync()
+    for _ in range(8):
+        a.sell(rng)
+    a.sync()
+    pushed = a.ledger.copy()
+    for suffix in ("", "-wal", "-shm"):
+        (a.dir / f"pharmos.db{suffix}").unlink(missing_ok=True)
+    shutil.copy(db, a.dir / "pharmos.db")  # install.json stays: the store notices
+    a.ledger = kept.copy()
+    st = a.status()
+    assert st["replica_id"] != before and st["retired_replicas"] == []
+    for _ in range(5):
+        a.sell(rng)
+    res = a.sync()
+    a.sync()
+    # the old replica's rows in the backup are below head office's: retired, not rebased
+    assert res.retired == [before] and not res.rebased
+    total = opening_ledger()
+    total.update(pushed)
+    total.update(a.ledger)
+    total.subtract(kept)
+    assert_converged(hq, shop, [a], total)
+
+
+def test_a_restored_dir_that_has_not_sold_since_retires_its_replica(
+        tmp_path: Path, server: ServerProcess, shop: tuple[str, str],
+        hq: SqlServerStore) -> None:
+    rng = random.Random(4)
+    a = till(tmp_path, server, shop, "aa")
+    a.sync()
+    for _ in range(6):
+        a.sell(rng)
+    backup = tmp_path / "backup"
+    shutil.copytree(a.dir, backup)  # unsynced sales in the backup
+    before = a.status()["replica_id"]
+    a.sync()
+    for _ in range(6):
+        a.sell(rng)
+    a.sync()
+    pushed = a.ledger.copy()
+    shutil.rmtree(a.dir)
+    shutil.copytree(backup, a.dir)
+    assert a.status()["replica_id"] == before  # nothing local can tell
+    res = a.sync()
+    assert res.retired == [before] and a.status()["replica_id"] != before
+    a.ledger = pushed.copy()  # head office has all the lost timeline did
+    while not a.sell(rng):
+        pass
+    a.sync()
+    total = opening_ledger()
+    total.update(a.ledger)
+    assert_converged(hq, shop, [a], total)
+
+
+def test_a_restored_server_gets_everything_again(tmp_path: Path, shop: tuple[str, str],
+                                                 server: ServerProcess) -> None:
+    rng = random.Random(9)
+    db_path = tmp_path / "own.db"
+    own = ServerProcess(f"sqlite:///{db_path}").start()
+    try:
+        tenant, store = unique("t"), unique("s")
+        seed_store(own.db, tenant, store)
+        a = Till(tmp_path, "aa", own.url, enroll_code(own.db, tenant, store))
+        a.sync()
+        own.stop()
+        shutil.copy(db_path, tmp_path / "server-backup.db")
+        own.start()
+        for _ in range(10):
+            a.act(rng)
+        a.sync()
+        own.stop()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        shutil.copy(tmp_path / "server-backup.db", db_path)
+        own.start()
+        a.receive(rng)
+        a.sync()  # CURSOR_AHEAD: the terminal pushes everything again
+        hq = open_store(own.db)
+        try:
+            assert_converged(hq, (tenant, store), [a], opening_ledger() + a.ledger)
+        finally:
+            hq.close()
+    finally:
+        own.stop()
+
+
+def test_offline_and_revoked_are_reported(tmp_path: Path, server: ServerProcess,
+                                          shop: tuple[str, str], hq: SqlServerStore) -> None:
+    rng = random.Random(1)
+    a = till(tmp_path, server, shop, "aa")
+    a.sync()
+    a.sell(rng)
+    dead = ServerProcess("sqlite:///unused.db")  # a port nobody listens on
+    with pytest.raises(sync_client.SyncUnavailable):
+        a.sync(dead.url, retries=1)
+    st = a.status()
+    assert st["offline_since"] and st["last_error"].startswith("SYNC_UNAVAILABLE")
+    assert st["pending"]["events"] >= 2 and st["pending"]["counters"] == 1
+    a.sync()
+    assert a.status()["offline_since"] is None
+    hq.revoke(a.enrolled["terminal_id"])
+    with pytest.raises(sync_client.SyncRejected) as e:
+        a.sync()
+    assert e.value.code == "TOKEN_REVOKED"
+    assert a.status()["last_error"].startswith("TOKEN_REVOKED")
+
+
+def test_without_a_keyring_the_token_goes_to_a_private_file(tmp_path: Path,
+                                                            server: ServerProcess,
+                                                            shop: tuple[str, str]) -> None:
+    from keyring.backends import null
+
+    keyring.set_keyring(null.Keyring())
+    a = till(tmp_path, server, shop, "kiosk")
+    assert a.enrolled["token_storage"] == "file" and "0600" in a.enrolled["warning"]
+    path = a.dir / sync_client.TOKEN_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    a.sync()
+    assert "warning" in a.status()
+    os.chmod(path, 0o644)
+    with pytest.raises(PharmosError) as e:
+        a.sync()
+    assert e.value.code == "TOKEN_FILE_MODE"
+    with pytest.raises(PharmosError) as e:
+        sync_client.save_token(tmp_path, "x", "tok", "keyring")
+    assert e.value.code == "NO_KEYRING"
+
+
+def test_concurrent_offline_board_edits_merge(tmp_path: Path, server: ServerProcess,
+                                              shop: tuple[str, str]) -> None:
+    a, b = till(tmp_path, server, shop, "aa"), till(tmp_path, server, shop, "bb")
+    with a.store() as s:
+        replication.edit_doc(s, "will_call", lambda st: shared_doc.will_call_put(
+            st, "rx-1", {"label": "J.D.", "bin": "A1"}, actor="aa", at="t1"))
+    a.sync()
+    b.sync()
+    # both offline: a marks it ready, b moves it to another bin and adds an item
+    with a.store() as s:
+        replication.edit_doc(s, "will_call", lambda st: shared_doc.will_call_put(
+            st, "rx-1", {"status": "ready"}, actor="aa", at="t2"))
+        replication.edit_doc(s, "store_settings",
+                             lambda st: shared_doc.settings_set(st, "receipt_footer", "Thanks"))
+    with b.store() as s:
+        replication.edit_doc(s, "will_call", lambda st: shared_doc.will_call_put(
+            st, "rx-1", {"bin": "C3"}, actor="bb", at="t3"))
+        replication.edit_doc(s, "will_call", lambda st: shared_doc.will_call_put(
+            st, "rx-2", {"label": "M.K.", "bin": "B2"}, actor="bb", at="t3"))
+        replication.edit_doc(s, "store_settings",
+                             lambda st: shared_doc.settings_set(st, "open_hours", "8-20"))
+    for t in (a, b, a):
+        t.sync()
+    views = []
+    for t in (a, b):
+        with t.store() as s:
+            views.append((replication.doc_view(s.conn, "will_call"),
+                          replication.doc_view(s.conn, "store_settings")))
+    assert views[0] == views[1]
+    board, settings = views[0]
+    assert board["rx-1"]["status"] == "ready" and board["rx-1"]["bin"] == "C3"
+    assert board["rx-2"]["label"] == "M.K."
+    assert settings == {"open_hours": "8-20", "receipt_footer": "Thanks"}
+
+
+def test_publications_are_downloaded_verified_and_installed(
+        tmp_path: Path, server: ServerProcess, shop: tuple[str, str], hq: SqlServerStore,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    installed: list[tuple[str, Any]] = []
+
+    def fake_models_bundle(store: Any, data: bytes) -> dict[str, Any]:
+        installed.append(("model", data))
+        return {"version": "m1"}
+
+    hq.publish(shop[0], shop[1], "model", [{"kind": "demand", "version": "m1"}],
+               b"model-bytes")
+    hq.publish(shop[0], None, "allowances", [{"CII": 0, "CIV": 10}])
+    a = till(tmp_path, server, shop, "aa")
+    monkeypatch.setattr(sync_client, "_resolve", lambda module, name: None)
+    a.sync()
+    with a.store() as s:
+        pubs = s.conn.execute("SELECT kind, state, last_error FROM sync_publications "
+                              "ORDER BY server_seq").fetchall()
+    assert [(k, st) for k, st, _ in pubs] == [("model", "pending"), ("allowances", "pending")]
+    assert "not installed" in pubs[0][2]
+    monkeypatch.setattr(sync_client, "_resolve", lambda module, name: (
+        fake_models_bundle if module == "models.bundle" else
+        (lambda store, grant: installed.append(("allowances", grant)))))
+    res = a.sync()
+    assert installed == [("model", b"model-bytes"), ("allowances", {"CII": 0, "CIV": 10})]
+    assert [i["kind"] for i in res.installed] == ["model", "allowances"]
+    assert all(i["ok"] for i in res.installed)
+    a.sync()
+    assert len(installed) == 2  # installed once
+
+
+def test_policy_bundle_through_policy_cache_when_present(
+        tmp_path: Path, server: ServerProcess, shop: tuple[str, str],
+        hq: SqlServerStore) -> None:
+    if sync_client._resolve("policy_cache.install", "install_bundle") is None:
+        pytest.skip("policy_cache.install is not in this tree yet")
+    demo = sync_client._resolve("policy_cache.demo", "build_demo_bundle")
+    if demo is None:
+        pytest.skip("policy_cache.demo.build_demo_bundle is not in this tree yet")
+    signed, public_pem = demo()
+    hq.trust_key(shop[0], public_pem.decode() if isinstance(public_pem, bytes) else public_pem)
+    hq.publish(shop[0], None, "allowances", [{"CII": 0, "CIV": 12}])  # before the bundle
+    hq.publish(shop[0], shop[1], "policy_bundle", [{"name": "demo"}], signed)
+    a = till(tmp_path, server, shop, "aa")
+    assert a.enrolled["trusted_keys"] == 1
+    res = a.sync()
+    assert [(i["kind"], i["ok"]) for i in res.installed] == [("policy_bundle", True),
+                                                             ("allowances", True)]
+    from policy_cache.allowances import current_allowances
+
+    with a.store() as s:
+        assert current_allowances(s)["per_day"] == {"CII": 0, "CIV": 12}
+    tampered = bytearray(signed)
+    tampered[len(tampered) // 2] ^= 1
+    hq.publish(shop[0], shop[1], "policy_bundle", [{"name": "evil"}], bytes(tampered))
+    res = a.sync()
+    assert [(i["kind"], i["ok"]) for i in res.installed] == [("policy_bundle", False)]
+    assert res.installed[0]["error"]  # a clear code; the last good bundle stays
+
+
+def test_a_tampered_download_is_refused(tmp_path: Path, server: ServerProcess,
+                                        shop: tuple[str, str], hq: SqlServerStore,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    hq.publish(shop[0], shop[1], "model", [{"kind": "expiry", "version": "2"}], b"good")
+    a = till(tmp_path, server, shop, "aa")
+    with a.store() as s:
+        pass
+    monkeypatch.setattr(sync_client, "_resolve", lambda module, name: lambda store, d: {})
+    monkeypatch.setattr(sync_client.SyncClient, "blob", lambda self, sha: b"evil")
+    res = a.sync()
+    assert res.installed == [{"kind": "model", "event_id": res.installed[0]["event_id"],
+                              "ok": False, "error": "DOWNLOAD_MISMATCH"}]
+    with a.store() as s:
+        assert s.conn.execute("SELECT state FROM sync_publications").fetchone()[0] == "failed"
+    assert json.loads(json.dumps(a.status()))["publications"] == {"failed": 1}
+
+
+def test_days_offline_push_in_pages(tmp_path: Path, server: ServerProcess,
+                                    shop: tuple[str, str], hq: SqlServerStore) -> None:
+    a = till(tmp_path, server, shop, "aa")
+    a.sync()
+    with a.store() as s:
+        inventory.receive(s, [{"ndc": "0904-6728-60", "lot": "BIG1", "expiry": "2029-01-31",
+                               "qty": 2000}])
+        a.ledger["00904672860:BIG1"] += 2000
+        disp = Dispenser(s, InterimGate())
+        for i in range(1100):  # two events a sale: more than one page of 2,000
+            ndc = "0093-0058-01" if i % 3 == 0 else "0904-6728-60"
+            res = disp.sell({"lines": [{"ndc": ndc, "qty": 1}]})
+            for line in res.lines:
+                for al in line.allocations:
+                    a.ledger[al.batch_id] -= al.qty
+    assert a.status()["pending"]["events"] > 2000
+    res = a.sync()
+    assert res.pushed > 2200
+    assert a.status()["pending"] == {"events": 0, "counters": 0, "docs": 0}
+    assert_converged(hq, shop, [a], opening_ledger() + a.ledger)
