@@ -254,7 +254,16 @@ class Store:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply pending migrations, each in its own transaction. Returns the schema version."""
+    """Apply every migration not yet applied, in order, each in its own transaction.
+
+    Applied migrations are recorded in ``schema_migrations``; ``PRAGMA user_version`` holds
+    the highest applied number. A migration numbered below one already applied (merged
+    from a parallel branch) is still applied. Returns the schema version.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     migrations = _migrations()
     latest = max((v for v, _, _ in migrations), default=0)
@@ -264,19 +273,29 @@ def migrate(conn: sqlite3.Connection) -> int:
             "upgrade pharmos",
             code="SCHEMA_TOO_NEW",
         )
-    for version, _name, sql in migrations:
-        if version <= current:
+    applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+    if current and not applied:  # a database from before the ledger: all up to current ran
+        applied = {v for v, _, _ in migrations if v <= current}
+        conn.executemany(
+            "INSERT INTO schema_migrations VALUES (?, ?, 'before-ledger')",
+            [(v, n) for v, n, _ in migrations if v in applied],
+        )
+    for version, name, sql in migrations:
+        if version in applied:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
             for stmt in _split_sql(sql):
                 conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, datetime('now'))", (version, name)
+            )
+            conn.execute(f"PRAGMA user_version = {max(version, current)}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        current = version
+        current = max(version, current)
     return current
 
 

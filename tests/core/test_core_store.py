@@ -92,3 +92,22 @@ def test_missing_install_file_gets_new_replica(store: Store) -> None:
     with Store.open(store.data_dir) as s:
         assert s.replica_id != rid
         assert s.identity.replica_reason == "install-file-missing"
+
+
+def test_a_migration_numbered_below_the_current_version_is_still_applied(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pharmacy import store as store_mod
+
+    real = store_mod._migrations()
+    late = (2, "0002_late.sql", "CREATE TABLE late_branch (x INTEGER);")
+    without = [m for m in real if m[0] != 2]
+    monkeypatch.setattr(store_mod, "_migrations", lambda: sorted([*without, late]))
+    c = store.conn
+    c.execute("DELETE FROM schema_migrations WHERE version = 2")
+    store_mod.migrate(c)
+    assert c.execute("SELECT name FROM sqlite_master WHERE name = 'late_branch'").fetchone()
+    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    versions = [r[0] for r in c.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == sorted(v for v, _, _ in real)
+    store_mod.migrate(c)  # idempotent
