@@ -83,11 +83,14 @@ def terminal_day(sales: int = SALES_PER_DAY) -> tuple[dict[str, Any], list[Any]]
 
 def terminal_payload(day: dict[str, Any], store_id: str) -> bytes:
     """The day as one simulated terminal sends it: its own replica and event ids."""
+    from pharmacy.ids import IdClock
+
+    ids = IdClock()  # each simulated terminal is its own process with its own id clock
     replica = str(uuid.uuid4())
     body = {
         "protocol": 1, "idempotency_key": str(uuid.uuid4()), "store_id": store_id,
         "replica_id": replica, "replica_seq": max((e["seq"] for e in day["events"]), default=0),
-        "events": [{**e, "event_id": str(uuid.uuid4()), "replica_id": replica}
+        "events": [{**e, "event_id": ids.new(), "replica_id": replica}
                    for e in day["events"]],
         "counters": [{**c, "replica_id": replica} for c in day["counters"]],
         "docs": [],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,17 +21,44 @@ SaleId = NewType("SaleId", str)
 EventId = NewType("EventId", str)
 
 
-def new_id() -> str:
-    """A time-ordered UUID (version 7 layout): 48-bit Unix milliseconds, then randomness.
+class IdClock:
+    """Time-ordered UUIDs (RFC 9562 version 7 layout): 48-bit Unix milliseconds, a 12-bit
+    counter that keeps ids from one process strictly increasing, and 62 random bits drawn
+    once per process.
 
-    Time order keeps inserts at the right edge of each B-tree, so a sale dirties few pages.
+    Time order keeps inserts at the right edge of each B-tree, so a sale dirties few pages;
+    the per-process random part makes a terminal's ids compress well in sync payloads while
+    ids from different processes and terminals stay distinct (62 random bits apart).
     """
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._node = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        self._last_ms = 0
+        self._seq = 0
+
+    def new(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= self._last_ms:
+                self._seq += 1
+                if self._seq > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
+                    self._last_ms += 1
+                    self._seq = 0
+                ms = self._last_ms
+            else:
+                self._last_ms, self._seq = ms, 0
+            value = ((ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | self._seq << 64
+                     | 0x2 << 62 | self._node)
+        return str(uuid.UUID(int=value))
+
+
+_IDS = IdClock()
+
+
+def new_id() -> str:
+    """A new time-ordered, globally unique id (see IdClock)."""
+    return _IDS.new()
 
 
 _HYPHENATED = re.compile(r"^(\d{4,5})-(\d{3,4})-(\d{1,2})$")

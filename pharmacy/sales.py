@@ -195,11 +195,12 @@ class Dispenser:
                  json.dumps(list(decision.obligations)), decision.bundle_version,
                  canonical_json(record)),
             )
-            outbox.append_event(c, self.store.replica_id, "decision", now_s, {
-                "decision_id": decision_id, "sale_id": sale_id, "user_id": user["id"],
-                **decision.to_json(), "request": record,
-            })
             if sale_id is None:
+                # a refused attempt travels on its own, with the request it refused
+                outbox.append_event(c, self.store.replica_id, "decision", now_s, {
+                    "decision_id": decision_id, "sale_id": None, "user_id": user["id"],
+                    **decision.to_json(), "request": record,
+                })
                 refused = ComplianceDenied(_refusal_message(decision), decision=decision,
                                            code=decision.reasons[0].code if decision.reasons
                                            else "COMPLIANCE_DENIED")
@@ -261,9 +262,11 @@ class Dispenser:
                     (rx.get("prescriber") or {}).get("dea"),
                 })
                 reg += 1
+        # the sale carries its own decision; the request's inputs are the sale itself
         outbox.append_event(c, replica, "sale", now_s, {
             "sale_id": sale_id, "created_at": iso(at), "user_id": user["id"], "kind": kind,
             "jurisdiction": jurisdiction, "patient_id": patient_id, "decision_id": decision_id,
+            "decision": {**decision.to_json(), "offline": bool(req.get("offline"))},
             "subtotal_cents": subtotal, "tax_cents": tax, "total_cents": total,
             "rx": None if rx is None else {k: v for k, v in rx.items() if k != "patient"},
             "lines": [{"line_no": lr[1], "ndc": lr[2], "qty": lr[3], "unit_price_cents": lr[4]}
