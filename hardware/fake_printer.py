@@ -71,11 +71,13 @@ class FakeNetworkPrinter:
     # ---- what arrived ----------------------------------------------------------------------
     @property
     def received(self) -> bytes:
+        self.wait_closed(timeout=1.0)  # let the reader thread take in what the client sent
         with self._lock:
             return b"".join(bytes(c) for c in self.connections)
 
     def document(self, index: int = -1) -> Document:
         """The parsed stream of one connection (the last by default)."""
+        self.wait_closed(timeout=1.0)
         with self._lock:
             data = bytes(self.connections[index])
         return parse(data)

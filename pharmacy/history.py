@@ -88,8 +88,13 @@ class SqlHistory:
                  "attrs": json.loads(r[6] or "{}")} for r in rows]
 
     def last_decision_at(self) -> str | None:
-        """When this database last recorded a decision of its own (index decisions_created)."""
+        """When this database last recorded a decision of its own.
+
+        Every decision writes an outbox event in the same transaction (the sale, or the
+        refused attempt), so the newest own event is the newest decision: read from the end
+        of the append-only outbox, no index on the sale path needed.
+        """
         row = self.conn.execute(
-            "SELECT created_at FROM decisions WHERE replica_id IN (SELECT replica_id FROM "
-            "replicas) ORDER BY created_at DESC LIMIT 1").fetchone()
+            "SELECT created_at FROM events WHERE replica_id IN (SELECT replica_id FROM "
+            "replicas) ORDER BY seq DESC LIMIT 1").fetchone()
         return None if row is None else str(row[0])

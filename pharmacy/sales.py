@@ -186,6 +186,8 @@ class Dispenser:
             decision_id = new_id()
             sale_id = new_id() if decision.allowed else None
             record = creq.to_json()
+            if sale_id is not None:  # the sale rows hold the lines, Rx and patient
+                record = {k: record[k] for k in ("at", "offline", "user", "extra")}
             c.execute(
                 "INSERT INTO decisions(decision_id, sale_id, created_at, replica_id, user_id, "
                 "decision, reasons, obligations, bundle_version, request) "

@@ -46,10 +46,12 @@ def tasks(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
         "SELECT rx_number, kind FROM policy_followups")}
     out: list[dict[str, Any]] = []
     rows = store.conn.execute(
-        "SELECT decision_id, sale_id, created_at, obligations, request FROM decisions "
-        "WHERE obligations LIKE '%task:%' ORDER BY created_at").fetchall()
-    for decision_id, sale_id, created_at, obligations, request in rows:
-        rx = (json.loads(request).get("rx") or {})
+        "SELECT d.decision_id, d.sale_id, d.created_at, d.obligations, d.request, s.rx "
+        "FROM decisions d LEFT JOIN sales s ON s.sale_id = d.sale_id "
+        "WHERE d.obligations LIKE '%task:%' ORDER BY d.created_at").fetchall()
+    for decision_id, sale_id, created_at, obligations, request, sale_rx in rows:
+        # a sale's decision keeps a compact request: its Rx is on the sale row
+        rx = json.loads(sale_rx) if sale_rx else (json.loads(request).get("rx") or {})
         rx_number = str(rx.get("rx_number") or "")
         for ob in json.loads(obligations):
             spec = TASKS.get(ob)

@@ -62,5 +62,3 @@ CREATE TABLE policy_followups (
 );
 CREATE INDEX policy_followups_rx ON policy_followups(rx_number, kind);
 
--- Facts the gate reads on the decision path.
-CREATE INDEX decisions_created ON decisions(created_at);

@@ -326,6 +326,8 @@ def test_open_drawer_without_a_receipt(fake_printer: FakeNetworkPrinter) -> None
         assert fut is not None and fut.result(5).bytes_sent == 5
         fut = p.open_drawer(2)
         assert fut is not None and fut.result(5)
+    # the sender is done; give the fake's reader thread time to take in the second pulse
+    assert fake_printer.wait_for(5, connections=2)
     assert [parse(bytes(c)).kicks for c in fake_printer.connections] == [[5], [2]]
     with EscposPrinter(HardwareConfig(printer=PrinterConfig(url="dummy://x"))) as p:
         assert p.open_drawer() is None  # no drawer configured
