@@ -90,7 +90,7 @@ def _patient(rng: random.Random, n: int) -> dict[str, Any]:
 def _rx(rng: random.Random, n: int, qty: int, refill: int = 0, authorized: int = 0,
         written: date | None = None) -> dict[str, Any]:
     return {
-        "rx_number": f"RX{700000 + n}", "electronic": True,
+        "rx_number": f"RX{rng.randrange(10**6):06d}{n:04d}", "electronic": True,
         "written_on": (written or date.today()).isoformat(), "refill_number": refill,
         "refills_authorized": authorized, "days_supply": rng.choice([5, 7, 10, 30]),
         "quantity_prescribed": qty, "directions": "Take 1 tablet by mouth every 6 hours as needed",

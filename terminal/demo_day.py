@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ def prepare_demo_store(data_dir: Path, store_id: str = "demo-austin-01",
         return out
     finally:
         store.close()
-
-
-def headless_day(data_dir: Path | None, *, sales: int = 240, seed: int = 7) -> dict[str, Any]:
-    d = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="pharmos-demo-"))
-    if not (d / "pharmos.db").exists():
-        prepare_demo_store(d)
-    with Store.open(d) as store:
-        summary = demo.run_day(store, wiring.compliance_gate(store), sales=sales, seed=seed,
-                               jurisdiction=store.get_setting("jurisdiction") or "US-TX")
-    return summary
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -165,12 +165,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 # ---- demo and bench -----------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from terminal import demo_day
+    from terminal import demo_stack
 
-    summary = demo_day.headless_day(Path(args.data_dir) if args.data_dir else None,
-                                    sales=args.sales, seed=args.seed)
-    emit(args, summary, demo_day.format_summary(summary))
-    return 0 if summary["register"]["chain_ok"] else 3
+    base = Path(args.data_dir) if args.data_dir else Path("demo-data")
+    summary = demo_stack.run(base, headless=True if args.headless else None,
+                             sales=args.sales, seed=args.seed)
+    emit(args, summary, demo_stack.format_summary(summary))
+    return 0 if summary.get("register", {"chain_ok": True})["chain_ok"] else 3
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -264,12 +265,16 @@ def register(sub: Any) -> None:
     add_json(p)
     p.set_defaults(handler=cmd_audit_verify)
 
-    p = sub.add_parser("demo", help="scripted demo day")
-    add_data_dir(p)
+    p = sub.add_parser("demo", help="a local head-office server and a terminal on demo data")
+    p.add_argument("--data-dir", help="where the demo keeps its head office and terminal "
+                   "(default: ./demo-data)")
     add_json(p)
-    p.add_argument("--headless", action="store_true", help="no GUI (the default for now)")
+    p.add_argument("--headless", action="store_true",
+                   help="run a scripted counter day instead of opening the counter "
+                   "(the default when there is no display)")
     p.add_argument("--sales", type=int, default=240)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=None,
+                   help="scripted day's random seed (default: a new day each run)")
     p.set_defaults(handler=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks as ratios against floors")

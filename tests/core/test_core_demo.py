@@ -10,7 +10,8 @@ from terminal.cli import main
 
 def test_headless_demo_day(tmp_path: Path, capsys: object) -> None:
     d = tmp_path / "demo"
-    assert main(["demo", "--headless", "--data-dir", str(d), "--sales", "220", "--json"]) == 0
+    assert main(["demo", "--headless", "--data-dir", str(d), "--sales", "220", "--seed", "7",
+                 "--json"]) == 0
     import json
 
     out = json.loads(capsys.readouterr().out)  # type: ignore[attr-defined]
@@ -19,8 +20,11 @@ def test_headless_demo_day(tmp_path: Path, capsys: object) -> None:
     assert sum(out["refusals"].values()) > 0  # the day includes refused attempts
     assert {"EXPIRED_LOT", "OUT_OF_STOCK"} & set(out["refusals"])
     assert out["register"]["chain_ok"] and out["register"]["entries"] > 0
-    with Store.open(d) as store:
-        assert store.conn.execute("SELECT COUNT(*) FROM sales").fetchone()[0] == 220
+    assert out["stack"]["first_run"] and out["stack"]["sync_after"]["pushed"] > 220
+    assert out["stack"]["head_office_batches"] > 100
+    with Store.open(d / "terminal") as store:
+        # the day's 220 sales, plus the filled prescriptions the demo queue is seeded with
+        assert store.conn.execute("SELECT COUNT(*) FROM sales").fetchone()[0] >= 220
         assert register.verify(store.conn).ok
         decisions = store.conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
         assert decisions >= 220
