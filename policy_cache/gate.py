@@ -379,6 +379,12 @@ def gate_for_store(store: Store) -> StoreGate:
     return gate
 
 
+def substitution_law(store: Store) -> dict[str, Any] | None:
+    """The state substitution-law table of the active, verified bundle (None without one)."""
+    bundle = gate_for_store(store).bundle_gate
+    return None if bundle is None else bundle.data.substitution_law
+
+
 def invalidate(store: Store) -> None:
     gate = _GATES.get(store)
     if gate is not None:

@@ -51,9 +51,14 @@ def substitution_reasons(store: Store, prescribed_ndc: str, dispensed_ndc: str, 
     mod = _module("pharmacy.substitution")
     if mod is None:
         return None
+    law_table = None
+    policy = _module("policy_cache.gate")
+    if policy is not None:  # the state law comes from the signed bundle when one is active
+        law = policy.substitution_law(store)
+        law_table = None if law is None else mod.state_law_from_json(law)
     try:
         reasons = mod.check_dispense(store.conn, prescribed_ndc, dispensed_ndc, daw,
-                                     jurisdiction, store.clock().date())
+                                     jurisdiction, store.clock().date(), law_table=law_table)
     except PharmosError:
         return None  # no Orange Book facts for this product: the core's basic rule applies
     return [r.to_json() for r in reasons]
