@@ -71,23 +71,29 @@ def cold_start(quick: bool) -> dict[str, Any]:
         env = _env(tmp / "pycache")
         term_args = ["-m", "terminal.gui_main", "--data-dir", str(data), "--smoke", "--json"]
         base_args = ["-c", _BASELINE]
+        cli_args = ["-m", "terminal.cli", "terminal", "--data-dir", str(data), "--smoke",
+                    "--json"]
         for _ in range(2):  # compile bytecode, warm the page cache
             _child(base_args, env, "ready_at")
             _child(term_args, env, "paint_at")
+            _child(cli_args, env, "paint_at")
         n = 5 if quick else 15
         base: list[float] = []
         term: list[float] = []
         inproc: list[float] = []
         qt: list[float] = []
+        cli: list[float] = []
+        cli_out: dict[str, Any] = {}
         for _ in range(n):
+            ms, cli_out = _child(cli_args, env, "paint_at")
+            cli.append(ms)
             ms, _o = _child(base_args, env, "ready_at")
             base.append(ms)
             ms, out = _child(term_args, env, "paint_at")
             term.append(ms)
             inproc.append(float(out["first_paint_ms"]))
             qt.append(float(out["qt_import_ms"]))
-        cli_ms, cli_out = _child(["-m", "terminal.cli", "terminal", "--data-dir", str(data),
-                                  "--smoke", "--json"], env, "paint_at")
+        cli_ms = statistics.median(cli)
         ratio = statistics.median(term) / statistics.median(base)
         return {
             "runs": n,
@@ -100,8 +106,9 @@ def cold_start(quick: bool) -> dict[str, Any]:
             "in_process": {"first_paint_ms": round(statistics.median(inproc), 1),
                            "qt_import_ms": round(statistics.median(qt), 1)},
             "pharmos_cli_first_paint_ms": round(cli_ms, 1),
+            "pharmos_cli_ratio": round(cli_ms / statistics.median(base), 3),
             "note": "spawn-to-first-paint vs spawn-to-QApplication, medians of interleaved "
-                    "fresh processes; the CLI figure includes building every area's parser",
+                    "fresh processes; the CLI figure is `pharmos terminal` (its fast path)",
             "store_open": bool(cli_out.get("store_open")),
         }
     finally:

@@ -14,16 +14,22 @@ from terminal.cli._common import report_error
 AREAS = ("core", "clinical", "hw", "models", "policy", "gui", "sync")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands on a start-up path that should not wait for every area's parser.
+FAST_PATH = {"terminal": "gui"}
+
+
+def build_parser(areas: tuple[str, ...] = AREAS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pharmos", description="pharmos pharmacy system")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for area in AREAS:
+    for area in areas:
         importlib.import_module(f"terminal.cli.{area}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    fast = FAST_PATH.get(argv[0]) if argv else None
+    parser = build_parser((fast,) if fast else AREAS)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
