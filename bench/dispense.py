@@ -108,6 +108,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         today = store.clock().date().isoformat()
         ckpt = _Checkpointer(tmp / "term" / "pharmos.db")
         ckpt.start()
+        wiring.freeze_startup_heap()  # as the terminal does once it has started
         floor: list[float] = []
         dispense: list[float] = []
         refused = 0

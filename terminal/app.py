@@ -181,6 +181,9 @@ class MainWindow(QMainWindow):
             factory = self.counter_factory or (lambda: Counter.open(str(self.data_dir)))
             self.counter.counter = factory()
             c = self.counter.counter
+            from terminal.wiring import freeze_startup_heap
+
+            freeze_startup_heap()  # start-up is done: keep GC pauses off the sale path
             return {"has_users": c.has_users(), "store_id": c.store.store_id,
                     "enrolled": integrations.sync_status(c.store).available,
                     "pharmacy": c.store.get_setting("pharmacy.name") or "",
