@@ -59,6 +59,17 @@ class Product:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Product:
+        """Products are immutable snapshots of their row: the same row parses once."""
+        key = tuple(row)
+        product = _PARSED.get(key)
+        if product is None:
+            if len(_PARSED) >= 4096:
+                _PARSED.clear()
+            product = _PARSED[key] = cls._build(row)
+        return product
+
+    @classmethod
+    def _build(cls, row: sqlite3.Row) -> Product:
         return cls(
             ndc=Ndc(row["ndc"]), ndc11=row["ndc11"], gtin=Gtin(row["gtin"]), name=row["name"],
             generic_name=row["generic_name"], ingredients=tuple(json.loads(row["ingredients"])),
@@ -69,6 +80,9 @@ class Product:
             cmea=bool(row["cmea"]), pse_mg_per_unit=row["pse_mg_per_unit"], appl=row["appl"],
             manufacturer=row["manufacturer"], attrs=json.loads(row["attrs"]),
         )
+
+
+_PARSED: dict[tuple[Any, ...], Product] = {}
 
 
 def product_from_json(d: Mapping[str, Any]) -> Product:
