@@ -284,8 +284,8 @@ class Counter:
         self.last_sale_id = result.sale.sale_id
         receipt = self._print(result.sale.sale_id, "receipt")
         drawer = False
-        if method == "cash":
-            drawer = self._open_drawer()
+        if method == "cash":  # a cash receipt carries the drawer kick; without one, kick alone
+            drawer = self._receipt_kicks_drawer() if receipt is not None else self._open_drawer()
         return PaidSale(result.sale.sale_id, fmt(result.sale.total_cents),
                         fmt(result.change_cents), method, receipt, drawer,
                         result.sale.decision.to_json())
@@ -331,6 +331,12 @@ class Counter:
             return True
         cfg = getattr(self.receipt_printer, "cfg", None)
         return bool(cfg is not None and cfg.printer.drawer_pin)
+
+    def _receipt_kicks_drawer(self) -> bool:
+        cfg = getattr(self.receipt_printer, "cfg", None)
+        if cfg is None:  # a printer without a layout config: open the drawer by command
+            return self._open_drawer()
+        return bool(cfg.printer.drawer_pin)
 
     def open_drawer(self) -> bool:
         users.require(self.user, "sell")

@@ -105,6 +105,7 @@ def test_cash_sale_prints_receipt_and_kicks_the_drawer(cashier: Term) -> None:
     cashier.wait_until(lambda: s.print_status == "printed")
     out = cashier.backend.output
     assert b"\x1bp\x00" in out[:8]  # drawer kick (pin 2) before the receipt
+    assert out.count(b"\x1bp") == 1  # one kick: the receipt's, not a second command
     for text in (b"TOTAL", b"8.23", b"Lot IB2701", b"Ibuprofen"):
         assert text in out
     rows = cashier.sql("SELECT method, amount_cents, tendered_cents, change_cents FROM tenders")
@@ -121,6 +122,8 @@ def test_card_sale_records_the_external_reference(cashier: Term) -> None:
     s.card_ref.setText("AUTH-4471")
     s.pay("card")
     cashier.settle()
+    cashier.wait_until(lambda: s.print_status == "printed")
+    assert b"TOTAL" in cashier.backend.output and b"\x1bp" not in cashier.backend.output
     assert cashier.sql("SELECT method, reference, change_cents FROM tenders") == [
         ("card", "AUTH-4471", 0)]
 
