@@ -9,6 +9,7 @@ records no tender.
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,6 +24,7 @@ from pharmacy.ids import new_id
 from pharmacy.inventory import Allocation
 from pharmacy.money import fmt, tax_cents
 from pharmacy.sales import Dispenser, SaleResult
+from pharmacy.store import Store
 
 TenderMethod = Literal["cash", "card"]
 
@@ -96,6 +98,29 @@ class Cart:
         self.purchaser = None
         self.rx = None
         self.extra = {}
+
+    def void(self, store: Store, user_id: str, line_id: int | None = None) -> int:
+        """Remove one line (or, with no line, the whole cart) and audit it as a void.
+
+        Voids are one of the diversion detector's signals (models/diversion.py), so each one
+        is recorded with who did it and what was taken off. Returns the lines voided.
+        """
+        gone = [ln for ln in self.lines if line_id is None or ln.line_id == line_id]
+        if line_id is not None and not gone:
+            raise BadInput(f"no cart line {line_id}", code="UNKNOWN_LINE")
+        if gone:
+            now = iso(store.clock())
+            with store.transaction() as c:
+                c.executemany(
+                    "INSERT INTO audit_log(created_at, user_id, action, subject, detail) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(now, user_id, "cart.void_line" if line_id is not None else "cart.void",
+                      ln.ndc, json.dumps({"qty": ln.qty, "lot": ln.lot})) for ln in gone])
+        if line_id is None:
+            self.clear()
+        else:
+            self.remove(line_id)
+        return len(gone)
 
     def request(self, user: dict[str, Any], *, jurisdiction: str | None = None,
                 offline: bool = False) -> dict[str, Any]:

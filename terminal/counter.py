@@ -240,11 +240,11 @@ class Counter:
         return self.preview(line_id)
 
     def remove_line(self, line_id: int) -> checkout.CartPreview:
-        self.cart.remove(line_id)
+        self.cart.void(self.store, self.user["id"], line_id)
         return self.preview()
 
     def clear_cart(self) -> checkout.CartPreview:
-        self.cart.clear()
+        self.cart.void(self.store, self.user["id"])
         return self.preview()
 
     def set_customer(self, purchaser: dict[str, Any] | None, rx_facts: dict[str, Any] | None,
