@@ -35,6 +35,7 @@ from policy_cache.bundle import VerifiedBundle
 
 ACTION = 'Action::"dispense"'
 MAX_PARTITIONS = 2048
+MAX_MEMO = 8192  # remembered Cedar answers per engine (oldest dropped first)
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,17 @@ class Partition:
     flags: frozenset[str] | None  # flags tested with contains/containsAny; None = send all
     static_permits: tuple[RuleInfo, ...] = ()
     static: LineResult | None = None
+    serial: int = 0  # unique per engine: keys remembered answers to this partition
+    # no policy scopes or tests the principal or the resource: Cedar's answer does not
+    # depend on who sells or which line it is, so remembered answers are shared
+    anonymous: bool = False
 
     def context(self, full: Mapping[str, Any], flags: Iterable[str]) -> dict[str, Any]:
         ctx = {k: full[k] for k in self.attrs if k in full}
         if self.flags is None:
             ctx["f"] = list(flags)
         elif self.flags:
-            ctx["f"] = [x for x in flags if x in self.flags]
+            ctx["f"] = list(self.flags.intersection(flags))
         return ctx
 
 
@@ -237,9 +242,28 @@ class PolicyEngine:
         self.full_set = cedarpy.PolicySet.from_str(bundle.policy_text)
         self._entities = cedarpy.Entities.from_json_str("[]")
         self._parts: dict[tuple[Any, ...], Partition] = {}
+        self._memo: dict[tuple[Any, ...], LineResult] = {}
+        self._by_active: dict[int, tuple[Any, dict[tuple[Any, ...], Partition]]] = {}
+        self._serial = 0
 
     def __len__(self) -> int:
         return len(self.rules)
+
+    def clear_memo(self) -> None:
+        """Forget remembered Cedar answers (benchmarks: time a decision Cedar must make)."""
+        self._memo.clear()
+
+    def partitions_for(self, active: Any) -> dict[tuple[Any, ...], Partition]:
+        """A lookup table of partitions for one ``Active`` (jurisdiction chain, rule packs and
+        caps of a day), keyed by (tags, flags, permits_only): saves hashing the chain, rule
+        packs and caps on every line. The table holds the Active so its id is not reused."""
+        hit = self._by_active.get(id(active))
+        if hit is None or hit[0] is not active:
+            if len(self._by_active) >= 64:
+                self._by_active.clear()
+            hit = (active, {})
+            self._by_active[id(active)] = hit
+        return hit[1]
 
     def partition(self, chain: tuple[str, ...], tags: frozenset[str], rules: frozenset[str],
                   caps: tuple[tuple[str, int], ...], flags: frozenset[str] | None = None, *,
@@ -265,7 +289,8 @@ class PolicyEngine:
                       if not (permits_only and self.rules[pid].effect != "permit")}
             ps = cedarpy.PolicySet.from_json_str(json.dumps(
                 {"staticPolicies": chosen, "templates": {}, "templateLinks": []}))
-            part = Partition(ps, tuple(chosen), frozenset(), None)
+            self._serial += 1
+            part = Partition(ps, tuple(chosen), frozenset(), None, serial=self._serial)
             self._parts[key] = part
         return part
 
@@ -323,30 +348,63 @@ class PolicyEngine:
                 static = LineResult(True, tuple(static_permits), ())
             else:
                 static = LineResult(False, (), ())
+        self._serial += 1
+        anonymous = all(pol.get("principal") == {"op": "All"} and pol.get("resource") == {
+            "op": "All"} and not _uses_var(pol["conditions"], ("principal", "resource"))
+            for pol in chosen.values())
         return Partition(ps, tuple(chosen), frozenset(attrs - {"f"}),
-                         None if whole_f else frozenset(tested), tuple(static_permits), static)
+                         None if whole_f else frozenset(tested), tuple(static_permits), static,
+                         self._serial, anonymous)
 
     def evaluate(self, batches: Iterable[tuple[Partition, Sequence[dict[str, Any]]]],
                  *, validate: bool = False) -> list[LineResult]:
-        """Evaluate groups of requests (one group per partition), results in input order."""
+        """Evaluate groups of requests (one group per partition), results in input order.
+
+        Cedar's answer is a pure function of the policy set and the request (entities are
+        always empty), so answers to compiled partitions are remembered per (partition,
+        principal, resource, context): a request seen before is not sent to Cedar again.
+        (cedarpy's batch call costs about one single call per request, so the requests of
+        different partitions are not merged into one call.)"""
         out: list[LineResult] = []
         schema = self.schema if validate else None
-        rules = self.rules
+        memo = self._memo
         for part, requests in batches:
             if part.static is not None and not validate:
                 out.extend(part.static for _ in requests)
                 continue
-            results = cedarpy.is_authorized_batch(list(requests), part.policies, self._entities,
-                                                  schema)
-            for res in results:
-                diag = res.diagnostics
-                matched = [rules[pid] for pid in diag.reasons if pid in rules]
-                if res.allowed:
-                    matched.extend(part.static_permits)
-                if len(matched) > 1:
-                    matched.sort(key=_order)
-                out.append(LineResult(res.allowed, tuple(matched),
-                                      tuple(str(e) for e in diag.errors)))
+            if validate:
+                out.extend(self._cedar(part, requests, schema))
+                continue
+            keys = [_memo_key(part.serial, r, part.anonymous) for r in requests]
+            hits = [memo.get(k) if k is not None else None for k in keys]
+            missing = [i for i, h in enumerate(hits) if h is None]
+            if missing:
+                fresh = self._cedar(part, [requests[i] for i in missing], None)
+                for i, res in zip(missing, fresh, strict=True):
+                    hits[i] = res
+                    k = keys[i]
+                    if k is not None:
+                        while memo and len(memo) >= MAX_MEMO:
+                            del memo[next(iter(memo))]
+                        memo[k] = res
+            out.extend(h for h in hits if h is not None)
+        return out
+
+    def _cedar(self, part: Partition, requests: Sequence[dict[str, Any]],
+               schema: cedarpy.Schema | None) -> list[LineResult]:
+        rules = self.rules
+        out: list[LineResult] = []
+        results = cedarpy.is_authorized_batch(list(requests), part.policies, self._entities,
+                                              schema)
+        for res in results:
+            diag = res.diagnostics
+            matched = [rules[pid] for pid in diag.reasons if pid in rules]
+            if res.allowed:
+                matched.extend(part.static_permits)
+            if len(matched) > 1:
+                matched.sort(key=_order)
+            out.append(LineResult(res.allowed, tuple(matched),
+                                  tuple(str(e) for e in diag.errors)))
         return out
 
     def describe(self) -> list[dict[str, Any]]:
@@ -355,6 +413,41 @@ class PolicyEngine:
 
 def _order(r: RuleInfo) -> int:
     return r.order
+
+
+def _uses_var(node: Any, names: tuple[str, ...]) -> bool:
+    if isinstance(node, list):
+        return any(_uses_var(x, names) for x in node)
+    if isinstance(node, dict):
+        return node.get("Var") in names or any(_uses_var(x, names) for x in node.values())
+    return False
+
+
+_SCALARS = (str, int, bool)
+
+
+def _memo_key(serial: int, request: Mapping[str, Any], anonymous: bool = False
+              ) -> tuple[Any, ...] | None:
+    """A hashable key for a Cedar request built by ``cedar_request``, or None when the
+    context holds something other than strings, integers, booleans and sets of strings.
+    Types are part of the key (Cedar tells ``true`` from ``1``); sets are order-free. Keys
+    keep the context's order: the same context built in another order is only a miss."""
+    ctx, who, what = request.get("context"), request.get("principal"), request.get("resource")
+    if not (isinstance(ctx, dict) and isinstance(who, dict) and isinstance(what, dict)):
+        return None
+    items: list[tuple[str, type, Any]] = []
+    for k, v in ctx.items():
+        t = type(v)
+        if t in _SCALARS:
+            items.append((k, t, v))
+        elif t is list and all(type(x) is str for x in v):
+            items.append((k, frozenset, frozenset(v)))
+        else:
+            return None
+    if anonymous:  # the partition's policies look at neither: any principal, any line
+        return (serial, request.get("action"), tuple(items))
+    return (serial, request.get("action"), who.get("type"), who.get("id"), what.get("type"),
+            what.get("id"), tuple(items))
 
 
 def cedar_request(user_id: str, line_no: int, context: dict[str, Any]) -> dict[str, Any]:

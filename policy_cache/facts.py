@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import zoneinfo
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -53,7 +54,7 @@ class LineEval:
     tags: frozenset[str]
     context: dict[str, Any]
     flags: frozenset[str]
-    vars: dict[str, Any] = field(default_factory=dict)
+    vars: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class LineClass:
     pse: bool
     classes: frozenset[str]
     restricted: bool
+    # what the classification alone adds to a line's flags and tags (see FactBuilder._line)
+    flags: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
 
     @property
     def offline_class(self) -> str | None:
@@ -87,7 +91,7 @@ def classify(data: BundleData, ndc: str, dea: str | None, india: str | None, cme
              ingredients: tuple[str, ...], attrs: Mapping[str, Any]) -> LineClass:
     """The stricter of the catalog's and the bundle's classification (memoized)."""
     key = (ndc, dea, india, cmea, ingredients,
-           tuple(bool(attrs.get(a)) for a in data.catalog_attr_classes))
+           tuple(a for a in data.catalog_attr_classes if attrs.get(a)) if attrs else ())
     hit: LineClass | None = data.class_cache.get(key)
     if hit is None:
         hit = _classify(data, ndc, dea, india, cmea, ingredients, attrs)
@@ -111,11 +115,31 @@ def _classify(data: BundleData, ndc: str, dea: str | None, india: str | None, cm
     if ndc in data.cv_opium:
         classes.add("opium")
     restricted = bool(dea) or pse or india in ("H", "H1", "X")
-    return LineClass(dea, india, pse, frozenset(classes), restricted)
+    flags: set[str] = {f"class:{c}" for c in classes}
+    tags: set[str] = set()
+    if restricted:
+        flags.add("restricted")
+        tags.add("restricted")
+    if dea:
+        flags.update(("controlled", f"dea:{dea}"))
+        tags.add("dea")
+        tags.add("cii" if dea == "CII" else "ciii_v" if dea != "CI" else "dea")
+    if pse:
+        flags.add("pse")
+        tags.add("pse")
+    if india:
+        flags.add(f"india:{india}")
+        tags.add("india")
+    if "opium" in classes:
+        flags.add("opium")
+    return LineClass(dea, india, pse, frozenset(classes), restricted, frozenset(flags),
+                     frozenset(tags))
 
 
 # ---- small parsers: None when absent; the field name goes to ``bad`` when unreadable ----------
 def _present(v: Any) -> bool:
+    if v.__class__ is str:
+        return bool(v.strip())
     if v is None or v is False:
         return False
     if isinstance(v, str):
@@ -148,11 +172,18 @@ def _date(d: Mapping[str, Any], key: str, bad: set[str], name: str | None = None
     v = d.get(key)
     if v is None or v == "":
         return None
+    day = _parse_day(str(v).strip())
+    if day is None:
+        bad.add(name or key)
+    return day
+
+
+@lru_cache(maxsize=1024)
+def _parse_day(s: str) -> date | None:
+    """The date a field's text starts with; None when unreadable (memoized: dates repeat)."""
     try:
-        s = str(v).strip()
         return date.fromisoformat(s[:10]) if len(s) >= 10 else date.fromisoformat(s)
     except ValueError:
-        bad.add(name or key)
         return None
 
 
@@ -177,6 +208,7 @@ def months_ceil(start: date, end: date) -> int:
     return m if add_months(start, m) >= end else m + 1
 
 
+@lru_cache(maxsize=1024)
 def _norm_name(s: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", s.casefold()).split())
 
@@ -208,6 +240,13 @@ def _fmt_g(ug: Any) -> str:
     return f"{float(ug) / 1e6:.3f}".rstrip("0").rstrip(".") if isinstance(ug, int) else "?"
 
 
+@lru_cache(maxsize=256)
+def _written_facts(written: date, day: date, tz: tzinfo) -> tuple[int, datetime, int]:
+    """Days since written, the local midnight it was written, months since (ceiling)."""
+    return (day - written).days, datetime.combine(written, time(0), tz), months_ceil(written,
+                                                                                      day)
+
+
 def _hours(a: datetime, b: datetime) -> int:
     return int((a - b).total_seconds() // 3600)
 
@@ -226,6 +265,7 @@ class FactBuilder:
                 pass  # an unknown zone name in settings: keep the jurisdiction's zone
         self.at = req.at if req.at.tzinfo is not None else req.at.replace(tzinfo=UTC)
         self.day = self.at.astimezone(self.tz).date()
+        self.today = self.day.isoformat()
         self.active = data.active(req.jurisdiction, self.day)
         self.chain = self.active.chain
         self.rules = self.active.rules
@@ -238,10 +278,8 @@ class FactBuilder:
         classes = [classify(data, ln.ndc, ln.dea_schedule, ln.india_schedule, ln.cmea,
                             ln.ingredients, ln.attrs) for ln in req.lines]
         flags: set[str] = set()
-        nums: dict[str, int] = {}
-        vars_: dict[str, Any] = {"bundle_version": self.meta.bundle_version,
-                                 "offline_until": _iso(self.meta.offline_until),
-                                 **self.active.caps_vars}
+        nums: dict[str, int] = {}  # all of these go into the context of Rx lines
+        vars_: dict[str, Any] = {}  # request-level message values, over the caps' and bundle's
         missing: set[str] = set()
         bad: set[str] = set()
         user = req.user or {}
@@ -290,7 +328,9 @@ class FactBuilder:
         flags.update(f"missing:{m}" for m in missing)
         purchase = self._purchase_totals(classes, patient, flags)
         offline_usage = self._offline_usage(classes) if req.offline else None
-        return [self._line(i, ln, cls, flags, nums, vars_, purchase, offline_usage)
+        base = (self.active.caps_vars, {"bundle_version": self.meta.bundle_version,
+                                        "offline_until": _iso(self.meta.offline_until)})
+        return [self._line(i, ln, cls, flags, nums, (vars_, *base), purchase, offline_usage)
                 for i, (ln, cls) in enumerate(zip(req.lines, classes, strict=True))]
 
     def _patient_facts(self, patient: Mapping[str, Any], flags: set[str], nums: dict[str, int],
@@ -340,10 +380,9 @@ class FactBuilder:
         if written is None:
             missing.add("written_on")
         else:
-            nums["rx_age_days"] = (self.day - written).days
-            start = datetime.combine(written, time(0), self.tz)
+            nums["rx_age_days"], start, months = _written_facts(written, self.day, self.tz)
             nums["rx_age_hours"] = _hours(self.at, start)
-            nums["rx_age_months"] = months_ceil(written, self.day)
+            nums["rx_age_months"] = months
             earliest = _date(rx, "earliest_fill_date", bad)
             base = max(written, earliest) if earliest else written
             nums["tx_cii_age_days"] = (self.day - base).days
@@ -532,8 +571,8 @@ class FactBuilder:
 
     # ---- one line ----------------------------------------------------------------------------
     def _line(self, idx: int, ln: LineFacts, cls: LineClass, flags: set[str],
-              nums: dict[str, int], vars_: dict[str, Any], purchase: dict[str, Any],
-              offline_usage: dict[str, Any] | None) -> LineEval:
+              nums: dict[str, int], vars_: tuple[dict[str, Any], ...],
+              purchase: dict[str, Any], offline_usage: dict[str, Any] | None) -> LineEval:
         f = set(flags)
         ctx: dict[str, Any] = {"j": self.req.jurisdiction, "qty": ln.qty}
         tags = {"any"}
@@ -546,25 +585,13 @@ class FactBuilder:
         elif "rx" in flags:  # an OTC item in a prescription sale: the Rx is not about it
             f.discard("rx")
             f.discard("invalid")
-        if cls.restricted:
-            f.add("restricted")
-            tags.add("restricted")
-        if cls.dea:
-            f.update(("controlled", f"dea:{cls.dea}"))
-            tags.add("dea")
-            tags.add("cii" if cls.dea == "CII" else "ciii_v" if cls.dea != "CI" else "dea")
-        if cls.pse:
-            f.add("pse")
-            tags.add("pse")
-        if cls.india:
-            f.add(f"india:{cls.india}")
-            tags.add("india")
-        f.update(f"class:{c}" for c in cls.classes)
-        if "opium" in cls.classes or ln.attrs.get("opium_containing"):
+        f |= cls.flags  # restricted, controlled, dea:*, pse, india:*, class:*, opium
+        tags |= cls.tags
+        if ln.attrs.get("opium_containing"):
             f.add("opium")
         if ln.attrs.get("ndps"):
             f.add("ndps")
-        today = self.day.isoformat()
+        today = self.today
         for a in ln.allocations:
             if str(a.get("expiry") or "9999") < today:
                 f.add("lot_expired")
@@ -579,12 +606,7 @@ class FactBuilder:
         if "rx_strength" not in flags and not _present(ln.attrs.get("strength")):
             f.add("missing:strength")
         if rx_line or cls.india:
-            for k in ("patient_age", "rx_age_days", "rx_age_hours", "rx_age_months",
-                      "tx_cii_age_days", "refill_number", "refills_authorized", "days_supply",
-                      "qty_prescribed", "qty_after", "hours_since_first_partial", "prior_fills",
-                      "repeats_allowed"):
-                if k in nums:
-                    ctx[k] = nums[k]
+            ctx.update(nums)  # patient age and the prescription's numbers
         elif "patient_age" in nums:
             ctx["patient_age"] = nums["patient_age"]
         if cls.pse:
@@ -599,9 +621,9 @@ class FactBuilder:
             f.add("cv_otc")
             tags.add("cv_otc")
             ctx["cv_48h_du"], ctx["cv_48h_ml"] = purchase["cv_48h_du"], purchase["cv_48h_ml"]
-        lvars = dict(vars_)
-        lvars.update(name=ln.name, ndc=ln.ndc, schedule=(cls.dea or "")[1:] or cls.dea,
-                     india_schedule=cls.india)
+        lvars: dict[str, Any] = {"name": ln.name, "ndc": ln.ndc,
+                                 "schedule": (cls.dea or "")[1:] or cls.dea,
+                                 "india_schedule": cls.india}
         if offline_usage is not None and cls.restricted:
             oc = cls.offline_class or "restricted"
             ctx["offline_used"] = offline_usage["used"].get(oc, 0)
@@ -610,4 +632,4 @@ class FactBuilder:
         for k in ("pse_day_ug", "pse_30d_ug"):
             if k in ctx:
                 lvars[k[:-3] + "_g"] = _fmt_g(ctx[k])
-        return LineEval(ln, frozenset(tags), ctx, frozenset(f), lvars)
+        return LineEval(ln, frozenset(tags), ctx, frozenset(f), ChainMap(lvars, *vars_))

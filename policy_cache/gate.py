@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time as _time
 import weakref
+from collections import ChainMap
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -22,7 +23,7 @@ from pharmacy.compliance import ComplianceRequest, Decision, LineFacts, Reason, 
 from pharmacy.history import SqlHistory
 from pharmacy.store import Store
 from policy_cache.bundle import VerifiedBundle
-from policy_cache.engine import LineResult, PolicyEngine, RuleInfo, cedar_request
+from policy_cache.engine import LineResult, Partition, PolicyEngine, RuleInfo, cedar_request
 from policy_cache.errors import BundleTampered
 from policy_cache.facts import Env, FactBuilder, LineEval, PolicyHistory, classify
 
@@ -40,7 +41,11 @@ def render(template: str | None, ev: LineEval) -> str:
     if not template:
         return ""
     v = _Vars(ev.context)
-    v.update(ev.vars)
+    if isinstance(ev.vars, ChainMap):  # message values in layers, the first one wins
+        for layer in reversed(ev.vars.maps):
+            v.update(layer)
+    else:
+        v.update(ev.vars)
     try:
         return template.format_map(v)
     except (ValueError, IndexError):
@@ -86,11 +91,10 @@ class BundleGate:
         user_id = str((request.user or {}).get("id") or "anonymous")
         if self.reference:
             return self._evaluate_reference(fb, user_id, evals, permits_only)
-        caps = fb.caps_key
+        parts = self.policies.partitions_for(fb.active)
         if len(evals) == 1:  # the common case: one partition, one request
             ev = evals[0]
-            part = self.policies.partition(fb.chain, ev.tags, fb.rules, caps, ev.flags,
-                                           permits_only=permits_only)
+            part = self._partition(parts, fb, ev.tags, ev.flags, permits_only)
             return self.policies.evaluate(
                 [(part, [cedar_request(user_id, ev.line.line_no,
                                        part.context(ev.context, ev.flags))])])
@@ -100,8 +104,7 @@ class BundleGate:
         ordered: list[int] = []
         batches = []
         for (tags, flags), idxs in groups.items():
-            part = self.policies.partition(fb.chain, tags, fb.rules, caps, flags,
-                                           permits_only=permits_only)
+            part = self._partition(parts, fb, tags, flags, permits_only)
             batches.append((part, [cedar_request(user_id, evals[i].line.line_no,
                                                  part.context(evals[i].context, evals[i].flags))
                                    for i in idxs]))
@@ -111,6 +114,18 @@ class BundleGate:
         for pos, i in enumerate(ordered):
             out[i] = flat[pos]
         return out
+
+    def _partition(self, parts: dict[tuple[Any, ...], Partition], fb: FactBuilder,
+                   tags: frozenset[str], flags: frozenset[str], permits_only: bool) -> Partition:
+        key = (tags, flags, permits_only)
+        part = parts.get(key)
+        if part is None:
+            part = self.policies.partition(fb.chain, tags, fb.rules, fb.caps_key, flags,
+                                           permits_only=permits_only)
+            if len(parts) >= 4096:
+                parts.clear()
+            parts[key] = part
+        return part
 
     def _evaluate_reference(self, fb: FactBuilder, user_id: str, evals: list[LineEval],
                             permits_only: bool) -> list[LineResult]:
