@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
-from pharmacy.canonical import canonical_json
 from pharmacy.ids import new_id
 
 EVENT_KINDS = ("sale", "decision", "register", "movement", "batch", "batch_status", "product")
@@ -20,7 +20,7 @@ def append_event(
     eid = event_id or new_id()
     conn.execute(
         "INSERT INTO events(event_id, replica_id, kind, created_at, body) VALUES (?, ?, ?, ?, ?)",
-        (eid, replica_id, kind, created_at, canonical_json(body)),
+        (eid, replica_id, kind, created_at, json.dumps(body, separators=(",", ":"))),
     )
     return eid
 

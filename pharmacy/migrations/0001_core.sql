@@ -162,8 +162,10 @@ CREATE TABLE events (
     body        TEXT NOT NULL
 );
 
+-- Append-only and never deleted, so seq only grows without AUTOINCREMENT (which would
+-- write sqlite_sequence, one more page, on every sale).
 CREATE TABLE audit_log (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER PRIMARY KEY,
     created_at  TEXT NOT NULL,
     user_id     TEXT,
     action      TEXT NOT NULL,
