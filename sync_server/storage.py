@@ -93,31 +93,6 @@ class ServerStore(Protocol):
     def authenticate(self, token: str) -> Terminal: ...
     def revoke(self, terminal_id: str) -> dict[str, Any]: ...
     def terminals(self, tenant_id: str, store_id: str) -> list[dict[str, Any]]: ...
-    def _check_behind(self, tx: Tx, tenant: str, store: str, replica: str,
-                      replica_seq: int | None) -> None:
-        if replica_seq is None:
-            return
-        row = tx.one("SELECT MAX(local_seq) FROM events WHERE tenant_id = ? AND store_id = ? "
-                     "AND replica_id = ?", (tenant, store, replica))
-        have = None if row is None or row[0] is None else int(row[0])
-        if have is not None and have > int(replica_seq):
-            raise Conflict(
-                f"head office holds events up to seq {have} of replica {replica}, this "
-                f"database only up to {replica_seq}: it was restored from a backup; take a new "
-                "replica id", code="REPLICA_BEHIND", replica_id=replica, server_seq=have,
-                local_seq=int(replica_seq))
-
-    @staticmethod
-    def _fingerprint(req: Mapping[str, Any]) -> str:
-        h = hashlib.sha256()
-        for e in req.get("events") or ():
-            h.update(f"{e['event_id']}|{e['replica_id']}|{e['seq']};".encode())
-        for c in req.get("counters") or ():
-            h.update(f"{c['counter_id']}|{c['replica_id']}|{c['p']}|{c['n']};".encode())
-        for d in req.get("docs") or ():
-            h.update(f"{d['update_id']};".encode())
-        return h.hexdigest()
-
     def push(self, term: Terminal, req: Mapping[str, Any]) -> dict[str, Any]: ...
     def pull(self, term: Terminal, req: Mapping[str, Any]) -> dict[str, Any]: ...
     def known_events(self, term: Terminal, event_ids: Sequence[str]) -> list[str]: ...
