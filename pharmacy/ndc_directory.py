@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,28 @@ def _read_table(path: Path, required: Sequence[str]) -> tuple[list[str], list[li
     return header, [ln.rstrip("\r").split("\t") for ln in lines[1:]]
 
 
+Getter = Callable[[list[str], str], str]
+
+
+def _records(path: Path, required: Sequence[str], errors: _Errors
+             ) -> Iterator[tuple[int, list[str], Getter]]:
+    """(line number, fields, getter by FDA column name) for each well-formed row; a row with
+    the wrong number of fields is reported with its line number, never dropped silently."""
+    header, rows = _read_table(path, required)
+    col = {name: i for i, name in enumerate(header)}
+    n = len(header)
+
+    def g(f: list[str], name: str) -> str:
+        i = col.get(name)
+        return f[i].strip() if i is not None else ""
+
+    for i, f in enumerate(rows):
+        if len(f) != n:
+            errors.add(path.name, i + 2, f"expected {n} tab-separated fields, found {len(f)}")
+            continue
+        yield i + 2, f, g
+
+
 def _iso8(text: str) -> str | None:
     m = _DATE8.match(text)
     if not m:
@@ -124,21 +146,9 @@ def _opt_date(text: str) -> str | None:
 
 
 def _parse_products(path: Path, errors: _Errors) -> list[tuple[Any, ...]]:
-    header, rows = _read_table(path, PRODUCT_REQUIRED)
-    col = {name: i for i, name in enumerate(header)}
-    n = len(header)
     seen: dict[str, int] = {}
     out: list[tuple[Any, ...]] = []
-
-    def g(f: list[str], name: str) -> str:
-        i = col.get(name)
-        return f[i].strip() if i is not None else ""
-
-    for i, f in enumerate(rows):
-        line = i + 2
-        if len(f) != n:
-            errors.add(path.name, line, f"expected {n} tab-separated fields, found {len(f)}")
-            continue
+    for line, f, g in _records(path, PRODUCT_REQUIRED, errors):
         pid, pndc = g(f, "PRODUCTID"), g(f, "PRODUCTNDC")
         dea = g(f, "DEASCHEDULE").upper() or None
         appl_text = g(f, "APPLICATIONNUMBER")
@@ -174,21 +184,9 @@ def _parse_products(path: Path, errors: _Errors) -> list[tuple[Any, ...]]:
 
 def _parse_packages(path: Path, products: dict[str, str], errors: _Errors
                     ) -> list[tuple[Any, ...]]:
-    header, rows = _read_table(path, PACKAGE_REQUIRED)
-    col = {name: i for i, name in enumerate(header)}
-    n = len(header)
     seen: dict[str, int] = {}
     out: list[tuple[Any, ...]] = []
-
-    def g(f: list[str], name: str) -> str:
-        i = col.get(name)
-        return f[i].strip() if i is not None else ""
-
-    for i, f in enumerate(rows):
-        line = i + 2
-        if len(f) != n:
-            errors.add(path.name, line, f"expected {n} tab-separated fields, found {len(f)}")
-            continue
+    for line, f, g in _records(path, PACKAGE_REQUIRED, errors):
         pid, pndc, code = g(f, "PRODUCTID"), g(f, "PRODUCTNDC"), g(f, "NDCPACKAGECODE")
         try:
             try:
