@@ -20,9 +20,7 @@ import json
 import os
 import random
 import secrets
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -104,12 +102,6 @@ def terminal_payload(day: dict[str, Any], store_id: str) -> bytes:
 
 
 # ---- server process -------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu_seconds(pid: int) -> float | None:
     """User + system CPU so far of a process and its worker processes (Linux /proc; None
     elsewhere)."""
@@ -128,34 +120,10 @@ def _cpu_seconds(pid: int) -> float | None:
 
 @contextlib.contextmanager
 def server(db: str, workers: int) -> Iterator[tuple[str, int]]:
-    import httpx
+    from sync_server.process import running_server
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sync_server", "--db", db, "--port", str(port),
-                             "--migrate", "--workers", str(workers), "--log-level", "warning"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sync server exited with {proc.returncode}")
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("sync server did not start")
-            time.sleep(0.05)
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with running_server(db, workers=workers) as (url, pid):
+        yield url, pid
 
 
 def _enroll(db: str, n: int, products: list[Any]) -> list[tuple[str, str]]:

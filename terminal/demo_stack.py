@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,42 +34,13 @@ def _pharmos(*args: str, stdin: str | None = None) -> Any:
     return json.loads(proc.stdout) if proc.stdout.strip() else {}
 
 
-def _free_port(preferred: int = 8787) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
 @contextlib.contextmanager
 def server(db_url: str, log: Path) -> Iterator[str]:
-    """A head-office server process on 127.0.0.1, stopped on exit."""
-    port = _free_port()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "server", "--db", db_url,
-                                 "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the demo server did not start; see {log}")
-            time.sleep(0.1)
+    """A head-office server process on 127.0.0.1 (port 8787 when free), stopped on exit."""
+    from sync_server.process import free_port, running_server
+
+    with running_server(db_url, port=free_port(8787), log=log, migrate=False) as (url, _pid):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _point_at(terminal_dir: Path, url: str) -> None:
