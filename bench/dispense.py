@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.stats import ratio, summary
 from pharmacy import catalog, inventory
+from pharmacy.errors import PharmosError
 from pharmacy.ids import new_id
 from pharmacy.store import Store
 from terminal import wiring
@@ -136,7 +137,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                     t = time.perf_counter()
                     try:
                         disp.sell(req)
-                    except Exception:
+                    except PharmosError:
                         refused += 1
                     dispense.append(time.perf_counter() - t)
         finally:

@@ -209,7 +209,7 @@ def _lost_gs_position(body: str) -> int | None:
             continue
         try:
             r = biip.parse(body[:i] + GS + body[i:])
-        except Exception:
+        except (biip.BiipException, ValueError):  # not a valid reading: try the next place
             continue
         if r.gs1_message is not None and r.gs1_message.element_strings.get(ai="01"):
             return i
@@ -225,7 +225,7 @@ def _is_truncated(body: str) -> bool:
     for k in range(1, 15):
         try:
             r = biip.parse(body + "1" * k)
-        except Exception:
+        except (biip.BiipException, ValueError):
             continue
         if r.gs1_message is not None and r.gs1_message.element_strings.get(ai="01"):
             return True

@@ -410,15 +410,13 @@ def test_publications_are_downloaded_verified_and_installed(
     assert len(installed) == 2  # installed once
 
 
-def test_policy_bundle_through_policy_cache_when_present(
+def test_policy_bundle_through_policy_cache(
         tmp_path: Path, server: ServerProcess, shop: tuple[str, str],
         hq: SqlServerStore) -> None:
-    if sync_client._resolve("policy_cache.install", "install_bundle") is None:
-        pytest.skip("policy_cache.install is not in this tree yet")
-    demo = sync_client._resolve("policy_cache.demo", "build_demo_bundle")
-    if demo is None:
-        pytest.skip("policy_cache.demo.build_demo_bundle is not in this tree yet")
-    signed, public_pem = demo()
+    from policy_cache.demo import build_demo_bundle
+
+    assert sync_client._resolve("policy_cache.install", "install_bundle") is not None
+    signed, public_pem = build_demo_bundle()
     hq.trust_key(shop[0], public_pem.decode() if isinstance(public_pem, bytes) else public_pem)
     hq.publish(shop[0], None, "allowances", [{"CII": 0, "CIV": 12}])  # before the bundle
     hq.publish(shop[0], shop[1], "policy_bundle", [{"name": "demo"}], signed)
