@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
 
-from pharmacy import catalog, checkout, users
+from pharmacy import catalog, checkout, gs1, users
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, ComplianceDenied, DomainRefusal, NotFound
 from pharmacy.ids import new_id
@@ -620,9 +620,7 @@ def fill(dispenser: Dispenser, keys: KeyProvider, user: dict[str, Any], fill_id:
     r = _fill_row(store.conn, fill_id)
     _expect(r, "verified")
     data = dispenser.scan_parser(scan)
-    if data.gtin is None:
-        raise BadInput("the scan carries no GTIN", code="SCAN_NO_GTIN")
-    scanned = catalog.lookup(store.conn, data.gtin)
+    scanned = gs1.product_for_scan(store.conn, data)
     if scanned.ndc != r["dispense_ndc"]:
         chosen = catalog.lookup(store.conn, r["dispense_ndc"])
         raise BadInput(f"wrong product: scanned {scanned.name} ({scanned.ndc}), the verified "

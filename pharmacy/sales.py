@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pharmacy import catalog, inventory, outbox, register
+from pharmacy import catalog, gs1, inventory, outbox, register
 from pharmacy.canonical import canonical_json
 from pharmacy.clock import iso, parse_iso
 from pharmacy.compliance import ComplianceGate, ComplianceRequest, Decision, LineFacts
-from pharmacy.errors import BadInput, ComplianceDenied, LotExpired
+from pharmacy.errors import BadInput, ComplianceDenied
 from pharmacy.gs1 import ScanData, parse_scan
 from pharmacy.history import SqlHistory
 from pharmacy.ids import new_id
@@ -114,16 +114,9 @@ class Dispenser:
         lot = line.get("lot")
         if line.get("scan") is not None:
             scan = self.scan_parser(str(line["scan"]))
-            if scan.gtin is None:
-                raise BadInput(f"line {i}: the scan carries no GTIN", code="SCAN_NO_GTIN")
-            product = catalog.lookup(c, scan.gtin)
-            if line.get("ndc") and catalog.lookup(c, str(line["ndc"])).ndc != product.ndc:
-                raise BadInput(
-                    f"line {i}: scanned package is {product.name} ({product.ndc}), not the "
-                    f"selected {line['ndc']}", code="DSCSA_PRODUCT_MISMATCH")
-            if scan.expiry is not None and scan.expiry < at.date():
-                raise LotExpired(f"line {i}: the scanned package expired on "
-                                 f"{scan.expiry.isoformat()}; it cannot be sold")
+            product = gs1.product_for_scan(c, scan)
+            selected = catalog.lookup(c, str(line["ndc"])).ndc if line.get("ndc") else None
+            gs1.check_package(scan, today=at.date(), selected_ndc=selected)
             if scan.lot is not None:
                 if lot is not None and lot != scan.lot:
                     raise BadInput(f"line {i}: scanned lot {scan.lot} is not the selected lot "

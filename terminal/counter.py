@@ -15,9 +15,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from pharmacy import catalog, checkout, inventory, print_queue, register, rx, users
+from pharmacy import catalog, checkout, gs1, inventory, print_queue, register, rx, users
 from pharmacy.compliance import ComplianceGate
-from pharmacy.errors import BadInput, LotExpired, NotFound, PharmosError, UnknownProduct
+from pharmacy.errors import BadInput, NotFound, PharmosError, UnknownProduct
 from pharmacy.gs1 import ScanData, parse_scan
 from pharmacy.money import fmt, to_cents
 from pharmacy.phi import FileKeyProvider, KeyProvider, PhiVault
@@ -219,13 +219,8 @@ class Counter:
     def scan_to_cart(self, text: str) -> checkout.CartPreview:
         users.require(self.user, "sell")
         data = self.scan_parser(text)
-        if data.gtin is None:
-            raise BadInput("the scan carries no GTIN", code="SCAN_NO_GTIN")
-        product = catalog.lookup(self.store.conn, data.gtin)
-        if data.expiry is not None and data.expiry < self.store.clock().date():
-            raise LotExpired(
-                f"{product.name}: the scanned package expired on {data.expiry.isoformat()}; "
-                "it cannot be sold — set it aside for destruction")
+        product = gs1.product_for_scan(self.store.conn, data)
+        gs1.check_package(data, today=self.store.clock().date())
         line = self.cart.add_scan(product.ndc, data)
         return self.preview(line.line_id)
 
