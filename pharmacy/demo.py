@@ -27,11 +27,6 @@ PRESCRIBERS = [
 ]
 
 
-def dea_check_digit(digits6: str) -> int:
-    d = [int(c) for c in digits6]
-    return (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10
-
-
 def categories(products: list[Product]) -> dict[str, list[Product]]:
     us = [p for p in products if p.attrs.get("market") != "IN" and p.india_schedule is None]
     return {

@@ -103,6 +103,13 @@ def gs1_check_digit(body: str) -> int:
     return (10 - total % 10) % 10
 
 
+def dea_check_digit(digits6: str) -> int:
+    """DEA registration numbers: the 7th digit is the last digit of
+    (d1 + d3 + d5) + 2 * (d2 + d4 + d6)."""
+    d = [int(ch) for ch in digits6]
+    return (d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5])) % 10
+
+
 def gtin_from_ndc(parts: NdcParts, indicator: int = 0) -> Gtin:
     body = f"{indicator}03{parts.digits10}"
     return Gtin(body + str(gs1_check_digit(body)))

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from pharmacy import catalog, checkout, gs1, users
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, ComplianceDenied, DomainRefusal, NotFound
-from pharmacy.ids import new_id
+from pharmacy.ids import dea_check_digit, new_id
 from pharmacy.inventory import StockChanged, parse_qty
 from pharmacy.money import fmt
 from pharmacy.phi import KeyProvider, PhiVault
@@ -71,9 +71,7 @@ def dea_checksum_ok(dea: str) -> bool:
     d = dea.strip().upper()
     if not _DEA.match(d):
         return False
-    digits = [int(ch) for ch in d[2:]]
-    total = digits[0] + digits[2] + digits[4] + 2 * (digits[1] + digits[3] + digits[5])
-    return total % 10 == digits[6]
+    return dea_check_digit(d[2:8]) == int(d[8])
 
 
 def prescriber_last_name(name: str) -> str | None:

@@ -6,6 +6,8 @@ import re
 from datetime import date
 from functools import lru_cache
 
+from pharmacy.ids import dea_check_digit
+
 _DEA = re.compile(r"^[A-Z][A-Z9]\d{7}$")
 # First letter: registrant type (A/B/F/G practitioners and institutions, M mid-level, P/R
 # distributors, X legacy DATA-waiver). Pharmacies dispense on practitioner registrations.
@@ -21,14 +23,12 @@ def dea_number_ok(dea: str) -> bool:
     d = dea.strip().upper()
     if not _DEA.match(d) or d[0] not in _PRESCRIBER_TYPES:
         return False
-    n = [int(ch) for ch in d[2:]]
-    return (n[0] + n[2] + n[4] + 2 * (n[1] + n[3] + n[5])) % 10 == n[6]
+    return dea_check_digit(d[2:8]) == int(d[8])
 
 
 def with_check_digit(prefix8: str) -> str:
     """Complete a DEA number from its two letters and first six digits (tests, demo data)."""
-    n = [int(ch) for ch in prefix8[2:8]]
-    return prefix8 + str((n[0] + n[2] + n[4] + 2 * (n[1] + n[3] + n[5])) % 10)
+    return prefix8 + str(dea_check_digit(prefix8[2:8]))
 
 
 def registration_covers(schedules: object, dea_schedule: str) -> bool | None:

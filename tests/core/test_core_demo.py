@@ -3,7 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pharmacy import catalog, register
-from pharmacy.demo import categories, dea_check_digit
+from pharmacy.demo import categories
+from pharmacy.ids import dea_check_digit
 from pharmacy.store import Store
 from terminal.cli import main
 
