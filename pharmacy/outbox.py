@@ -23,8 +23,3 @@ def append_event(
         (eid, replica_id, kind, created_at, json.dumps(body, separators=(",", ":"))),
     )
     return eid
-
-
-def pending_count(conn: sqlite3.Connection, after_seq: int) -> int:
-    row = conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (after_seq,)).fetchone()
-    return int(row[0])

@@ -15,23 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 from pharmacy.clock import iso, parse_iso
-from pharmacy.compliance import ComplianceRequest, LineFacts
+from pharmacy.compliance import ComplianceRequest, HistoryPort, LineFacts
 from policy_cache.bundle import BundleMeta
 from policy_cache.data import DEA_RANK, INDIA_RANK, BundleData, zone
 from policy_cache.dea import dea_number_ok, registration_covers, registration_expired
 
-
-class PolicyHistory(Protocol):
-    """The terminal's own records the gate reads (pharmacy.history.SqlHistory)."""
-
-    def purchases_since(self, purchaser_key: str, since: datetime) -> list[dict[str, Any]]: ...
-
-    def rx_fill_history(self, rx_number: str) -> list[dict[str, Any]]: ...
-
-    def offline_usage(self, day: str) -> list[dict[str, Any]]: ...
+PolicyHistory = HistoryPort  # the core's port: what the gate reads of the terminal's records
 
 
 @dataclass

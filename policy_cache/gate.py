@@ -68,8 +68,7 @@ class BundleGate:
 
     def decide(self, request: ComplianceRequest, env: Env | None = None) -> Decision:
         if env is None:
-            hist = request.history if hasattr(request.history, "rx_fill_history") else None
-            env = Env(now=request.at, history=hist)  # type: ignore[arg-type]
+            env = Env(now=request.at, history=request.history)
         if request.jurisdiction not in self.meta.jurisdictions:
             return self._not_covered(request)
         fb = FactBuilder(self.data, self.meta, request, env)
