@@ -34,6 +34,15 @@ ADJUST_REASONS = {
 _LOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-./]{0,19}$")
 
 
+BATCH_STATUSES = ("active", "quarantined", "recalled")
+
+
+def status_rank(status: str, status_at: str) -> tuple[bool, str, str]:
+    """How concurrent batch-status writes merge: a recall is final, then the later write,
+    then the name (a deterministic tie-break), so every replica and head office agree."""
+    return (status == "recalled", status_at, status)
+
+
 def counter_id(batch_id: str) -> str:
     return f"stock:{batch_id}"
 
@@ -191,7 +200,7 @@ def find_batches(conn: sqlite3.Connection, lot: str, ndc: str | None = None) -> 
 def set_status(store: Store, lot: str, status: str, *, ndc: str | None = None,
                reason: str | None = None, user_id: str | None = None) -> StockChanged:
     """Quarantine, recall or release every batch with this lot (of one product, if given)."""
-    if status not in ("active", "quarantined", "recalled"):
+    if status not in BATCH_STATUSES:
         raise BadInput(f"status {status!r} is not active/quarantined/recalled", code="BAD_STATUS")
     now_s = iso(store.clock())
     with store.transaction() as c:
@@ -353,16 +362,22 @@ def stock(conn: sqlite3.Connection, today: date, ndc: str | None = None) -> list
         sql += "WHERE b.ndc = ? "
         params = (product.ndc,)
     sql += "GROUP BY b.batch_id ORDER BY p.name, b.expiry, b.lot"
-    out = []
-    for r in conn.execute(sql, params):
-        status = r["status"]
-        if status == "active" and r["expiry"] < today.isoformat():
-            status = "expired"
-        out.append({
-            "batch_id": r["batch_id"], "ndc": r["ndc"], "name": r["name"], "lot": r["lot"],
-            "expiry": r["expiry"], "status": status, "on_hand": int(r["on_hand"]),
-            "dea_schedule": r["dea_schedule"], "india_schedule": r["india_schedule"],
-            "cmea": bool(r["cmea"]),
-            "unit_cost": None if r["unit_cost_cents"] is None else fmt(r["unit_cost_cents"]),
-        })
-    return out
+    return [batch_row(r["batch_id"], r["ndc"], r["name"], r["lot"], r["expiry"], r["status"],
+                      r["dea_schedule"], r["india_schedule"], r["cmea"], r["unit_cost_cents"],
+                      r["on_hand"], today)
+            for r in conn.execute(sql, params)]
+
+
+def batch_row(batch_id: str, ndc: str, name: str, lot: str, expiry: str, status: str,
+              dea_schedule: str | None, india_schedule: str | None, cmea: Any,
+              unit_cost_cents: int | None, on_hand: int, today: date) -> dict[str, Any]:
+    """One row of `pharmos stock` (and of head office's `pharmos server stock`): an active
+    batch past its expiry shows as expired."""
+    if status == "active" and expiry < today.isoformat():
+        status = "expired"
+    return {
+        "batch_id": batch_id, "ndc": ndc, "name": name, "lot": lot, "expiry": expiry,
+        "status": status, "on_hand": int(on_hand), "dea_schedule": dea_schedule,
+        "india_schedule": india_schedule, "cmea": bool(cmea),
+        "unit_cost": None if unit_cost_cents is None else fmt(int(unit_cost_cents)),
+    }

@@ -25,7 +25,7 @@ from typing import Any
 
 from crdt import shared_doc
 from crdt.pncounter import SQL_LOCAL_ADD, SQL_MERGE_ROW, local_add_params
-from pharmacy import catalog, outbox, register
+from pharmacy import catalog, inventory, outbox, register
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, PharmosError
 from pharmacy.ids import new_id
@@ -64,16 +64,15 @@ def _int_state(conn: sqlite3.Connection, key: str) -> int:
 
 
 # ---- counter effects of events --------------------------------------------------------------
-def _stock(batch_id: str) -> str:
-    return f"stock:{batch_id}"
 
 
 def _sale_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
-    return [(_stock(a["batch_id"]), -int(a["qty"])) for a in body.get("allocations", ())]
+    return [(inventory.counter_id(a["batch_id"]), -int(a["qty"]))
+            for a in body.get("allocations", ())]
 
 
 def _movement_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
-    return [(_stock(body["batch_id"]), int(body["delta"]))]
+    return [(inventory.counter_id(body["batch_id"]), int(body["delta"]))]
 
 
 # Event kinds whose writer also moved a counter of its own replica, and how. A kind that
@@ -287,11 +286,6 @@ class ApplyResult:
         return self.events + self.counters
 
 
-def _rank(status: str, status_at: str) -> tuple[bool, str, str]:
-    """Order of batch status writes: a recall is final, then the later write, then the name."""
-    return (status == "recalled", status_at, status)
-
-
 def _apply_event(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any]) -> str | None:
     """Apply one foreign event; returns why it must wait, or None when applied."""
     kind = ev["kind"]
@@ -313,7 +307,8 @@ def _apply_event(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any]) -> 
                         (body["batch_id"],)).fetchone()
         if row is None:
             return f"batch {body['batch_id']} not on file yet"
-        if _rank(body["status"], body["status_at"]) > _rank(row[0], row[1]):
+        if inventory.status_rank(body["status"], body["status_at"]) > inventory.status_rank(
+                row[0], row[1]):
             c.execute("UPDATE batches SET status = ?, status_at = ?, status_reason = ? "
                       "WHERE batch_id = ?",
                       (body["status"], body["status_at"], body.get("reason"), body["batch_id"]))

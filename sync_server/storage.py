@@ -31,10 +31,11 @@ from pharmacy.catalog import Product, product_from_json
 from pharmacy.clock import Clock, iso, utcnow
 from pharmacy.errors import BadInput
 from pharmacy.ids import new_id
-from pharmacy.money import fmt, to_cents
+from pharmacy.inventory import BATCH_STATUSES, batch_id_for, batch_row, counter_id, status_rank
+from pharmacy.money import to_cents
+from pharmacy.replication import HQ_PREFIX
 from sync_server.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unauthorized
 
-HQ_PREFIX = "hq:"
 # kinds only head office writes
 HQ_KINDS = frozenset({"policy_bundle", "allowances", "model", "doc_update"})
 # kinds every terminal of the store pulls
@@ -43,7 +44,6 @@ SHARED_KINDS = frozenset({"product", "batch", "batch_status", "register", "doc_u
 # kinds whose bodies the server reads (views, pulls); other bodies are stored as sent
 READ_KINDS = frozenset({"product", "batch", "batch_status", "register"})
 PUBLISH_KINDS = frozenset({"product", "policy_bundle", "allowances", "model"})
-BATCH_STATUSES = ("active", "quarantined", "recalled")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -200,10 +200,6 @@ def _json_text(body: Mapping[str, Any]) -> str:
     return to_json(body).decode("utf-8")
 
 
-def _status_rank(status: str, status_at: str) -> tuple[bool, str, str]:
-    return (status == "recalled", status_at, status)
-
-
 class SqlServerStore(ABC):
     """The shared implementation; subclasses supply connections and a few dialect bits."""
 
@@ -336,7 +332,7 @@ class SqlServerStore(ABC):
                     raise BadRequest(f"opening stock names {item['ndc']}, not in the catalog",
                                      code="UNKNOWN_PRODUCT")
                 qty = int(item["qty"])
-                bid = f"{product.ndc11}:{item['lot']}"
+                bid = batch_id_for(product.ndc11, str(item["lot"]))
                 cost = item.get("unit_cost")
                 batch = {"batch_id": bid, "ndc": product.ndc, "lot": str(item["lot"]),
                          "expiry": str(item["expiry"]), "supplier": item.get("supplier"),
@@ -353,7 +349,7 @@ class SqlServerStore(ABC):
                                                          "movement_id": new_id(),
                                                          "user_id": None}), seq, None))
                 seq += 1
-                counters.append((tenant_id, store_id, f"stock:{bid}", hq, qty, 0, seq))
+                counters.append((tenant_id, store_id, counter_id(bid), hq, qty, 0, seq))
                 units += qty
             tx.insert_rows("events", _EVENT_COLUMNS, rows)
             self._materialize(tx, tenant_id, store_id, [(r[5], json.loads(r[7])) for r in rows])
@@ -770,8 +766,8 @@ class SqlServerStore(ABC):
                 row = tx.one("SELECT status, status_at FROM srv_batches WHERE tenant_id = ? "
                              "AND store_id = ? AND batch_id = ?",
                              (tenant, store, body["batch_id"]))
-                if row is not None and _status_rank(body["status"], body["status_at"]) > \
-                        _status_rank(row[0], row[1]):
+                if row is not None and status_rank(body["status"], body["status_at"]) > \
+                        status_rank(row[0], row[1]):
                     tx.execute("UPDATE srv_batches SET status = ?, status_at = ?, "
                                "status_reason = ? WHERE tenant_id = ? AND store_id = ? AND "
                                "batch_id = ?", (body["status"], body["status_at"],
@@ -899,18 +895,8 @@ class SqlServerStore(ABC):
             sums = dict(tx.all(
                 "SELECT counter_id, SUM(p - n) FROM counters WHERE tenant_id = ? AND "
                 "store_id = ? GROUP BY counter_id", (tenant_id, store_id)))
-        out = []
-        for r in batches:
-            status = r[5]
-            if status == "active" and r[4] < today.isoformat():
-                status = "expired"
-            out.append({
-                "batch_id": r[0], "ndc": r[1], "name": r[2] or "", "lot": r[3],
-                "expiry": r[4], "status": status,
-                "on_hand": int(sums.get(f"stock:{r[0]}", 0) or 0),
-                "dea_schedule": r[6], "india_schedule": r[7], "cmea": bool(r[8]),
-                "unit_cost": None if r[9] is None else fmt(int(r[9])),
-            })
+        out = [batch_row(r[0], r[1], r[2] or "", r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                         int(sums.get(counter_id(r[0]), 0) or 0), today) for r in batches]
         out.sort(key=lambda b: (b["name"], b["expiry"], b["lot"]))
         return out
 
