@@ -297,6 +297,8 @@ class StoreGate:
                                           "installed on this terminal")
         self._checked = -1e9
         self._last_seen: datetime | None = None
+        self._timezone: str | None = None
+        self._allowances: dict[str, Any] | None = None
 
     def invalidate(self) -> None:
         self._checked = -1e9
@@ -313,7 +315,12 @@ class StoreGate:
             return
         self._checked = mono
         from policy_cache import install
+        from policy_cache.allowances import current_allowances
 
+        # settings a decision needs, read with the bundle check rather than on every sale;
+        # grant_allowances() and bundle installs invalidate() this gate
+        self._timezone = self.store.get_setting("timezone")
+        self._allowances = current_allowances(self.store)
         conn = self.store.conn
         row = conn.execute(
             "SELECT sha256 FROM policy_bundles WHERE status = 'active'").fetchone()
@@ -363,26 +370,13 @@ class StoreGate:
         if gate is None:
             return fallback_decision(request, *self._problem)
         now = self.store.clock()
-        allowances = None
-        if request.offline:
-            from policy_cache.allowances import current_allowances
-
-            allowances = current_allowances(self.store)
-        env = Env(now=now, last_seen=self._last_seen, allowances=allowances,
-                  history=self.history, timezone=self.store.get_setting("timezone")
-                  if self._tz_set() else None)
+        env = Env(now=now, last_seen=self._last_seen,
+                  allowances=self._allowances if request.offline else None,
+                  history=self.history, timezone=self._timezone)
         decision = gate.decide(request, env)
         if self._last_seen is None or now > self._last_seen:
             self._last_seen = now
         return decision
-
-    _tz_cache: tuple[float, bool] = (-1e9, False)
-
-    def _tz_set(self) -> bool:
-        mono = _time.monotonic()
-        if mono - self._tz_cache[0] > REFRESH_S:
-            self._tz_cache = (mono, self.store.get_setting("timezone") is not None)
-        return self._tz_cache[1]
 
 
 def gate_for_store(store: Store) -> StoreGate:
