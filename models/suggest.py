@@ -21,7 +21,7 @@ import numpy.typing as npt
 from models.dataset import week_end
 from models.diversion import Hours, featurize, store_activities, store_offset
 from models.runtime import REGISTRY, ActiveModels, ModelRegistry
-from pharmacy import catalog
+from pharmacy import catalog, inventory
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput
 from pharmacy.ids import new_id
@@ -132,13 +132,9 @@ def params_for(product: catalog.Product, defaults: dict[str, Any]) -> ReorderPar
 
 def stock_by_product(conn: sqlite3.Connection, today: date) -> dict[str, list[BatchStock]]:
     out: dict[str, list[BatchStock]] = {}
-    rows = conn.execute(
-        "SELECT b.batch_id, b.ndc, b.lot, b.expiry, COALESCE(SUM(c.p - c.n), 0) AS qty "
-        "FROM batches b LEFT JOIN counters c ON c.counter_id = 'stock:' || b.batch_id "
-        "WHERE b.status = 'active' AND b.expiry >= ? GROUP BY b.batch_id HAVING qty > 0",
-        (today.isoformat(),))
-    for bid, ndc, lot, exp, qty in rows:
-        out.setdefault(ndc, []).append(BatchStock(bid, lot, date.fromisoformat(exp), int(qty)))
+    for b in inventory.sellable_stock(conn, today):
+        out.setdefault(b.ndc, []).append(
+            BatchStock(b.batch_id, b.lot, date.fromisoformat(b.expiry), b.qty))
     return out
 
 

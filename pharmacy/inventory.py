@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
 from pharmacy import catalog, outbox, register
@@ -294,17 +295,39 @@ class Allocation:
         return {"lot": self.lot, "expiry": self.expiry, "qty": self.qty}
 
 
+class SellableLot(NamedTuple):
+    batch_id: str
+    ndc: str
+    lot: str
+    expiry: str
+    unit_cost_cents: int | None
+    qty: int
+
+
+def sellable_stock(conn: sqlite3.Connection, today: date,
+                   ndcs: Sequence[str] | None = None) -> list[SellableLot]:
+    """What can be sold: active, unexpired batches with stock (of these products, or all),
+    in FEFO order per product (earliest expiry, then lot)."""
+    where = "b.status = 'active' AND b.expiry >= ?"
+    params: list[Any] = [today.isoformat()]
+    if ndcs is not None:
+        if not ndcs:
+            return []
+        where += f" AND b.ndc IN ({', '.join('?' for _ in ndcs)})"
+        params.extend(ndcs)
+    rows = conn.execute(
+        "SELECT b.batch_id, b.ndc, b.lot, b.expiry, b.unit_cost_cents, "
+        "COALESCE(SUM(c.p - c.n), 0) AS qty FROM batches b "
+        "LEFT JOIN counters c ON c.counter_id = 'stock:' || b.batch_id "
+        f"WHERE {where} GROUP BY b.batch_id HAVING qty > 0 ORDER BY b.ndc, b.expiry, b.lot",
+        params).fetchall()
+    return [SellableLot(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+
+
 def sellable_batches(conn: sqlite3.Connection, ndc: str, today: date) -> list[tuple[str, str,
                                                                                       str, int]]:
-    """(batch_id, lot, expiry, on_hand) of active, unexpired batches with stock, FEFO order."""
-    rows = conn.execute(
-        "SELECT b.batch_id, b.lot, b.expiry, COALESCE(SUM(c.p - c.n), 0) AS qty "
-        "FROM batches b LEFT JOIN counters c ON c.counter_id = 'stock:' || b.batch_id "
-        "WHERE b.ndc = ? AND b.status = 'active' AND b.expiry >= ? "
-        "GROUP BY b.batch_id HAVING qty > 0 ORDER BY b.expiry, b.lot",
-        (ndc, today.isoformat()),
-    ).fetchall()
-    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+    """(batch_id, lot, expiry, on_hand) of one product's sellable batches, FEFO order."""
+    return [(b.batch_id, b.lot, b.expiry, b.qty) for b in sellable_stock(conn, today, [ndc])]
 
 
 def allocate(conn: sqlite3.Connection, product: catalog.Product, qty: int, today: date,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
 
-from pharmacy import ndc_directory, orange_book
+from pharmacy import inventory, ndc_directory, orange_book
 from pharmacy.catalog import Product
 from pharmacy.compliance import Reason
 from pharmacy.errors import BadInput, NotFound, UnknownProduct
@@ -467,24 +467,13 @@ class Substitution:
         return out
 
 
-# The FEFO rule of inventory.sellable_batches (active, unexpired, stock > 0, earliest expiry
-# first), for several products in one query, with the lot's unit cost.
-_SELLABLE = (
-    "SELECT b.ndc, b.lot, b.expiry, b.unit_cost_cents, COALESCE(SUM(c.p - c.n), 0) AS qty "
-    "FROM batches b LEFT JOIN counters c ON c.counter_id = 'stock:' || b.batch_id "
-    "WHERE b.ndc IN ({marks}) AND b.status = 'active' AND b.expiry >= ? "
-    "GROUP BY b.batch_id HAVING qty > 0 ORDER BY b.ndc, b.expiry, b.lot")
-
-
 def _packages(conn: sqlite3.Connection, products: Sequence[Product], today: date
               ) -> list[Package]:
     if not products:
         return []
-    marks = ", ".join("?" for _ in products)
     lots: dict[str, list[tuple[str, str, int | None, int]]] = {}
-    for ndc, lot, expiry, cost, qty in conn.execute(
-            _SELLABLE.format(marks=marks), [*(p.ndc for p in products), today.isoformat()]):
-        lots.setdefault(ndc, []).append((lot, expiry, cost, int(qty)))
+    for b in inventory.sellable_stock(conn, today, [p.ndc for p in products]):
+        lots.setdefault(b.ndc, []).append((b.lot, b.expiry, b.unit_cost_cents, b.qty))
     out = []
     for prod in products:
         have = lots.get(prod.ndc)
