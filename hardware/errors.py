@@ -41,10 +41,6 @@ class PrinterDisconnected(HardwareError):
     code = "PRINTER_DISCONNECTED"
 
 
-class ScannerError(HardwareError):
-    code = "SCANNER_ERROR"
-
-
 class BadDeviceUrl(BadInput):
     code = "BAD_PRINTER_URL"
 

@@ -32,7 +32,7 @@ from pharmacy.errors import BadInput, PharmosError
 from pharmacy.signing import SigningKey, TrustStore, key_id, load_public_pem, sha256_files
 
 if TYPE_CHECKING:
-    from models.runtime import ActiveModels, ModelRegistry
+    from models.runtime import ModelRegistry
     from pharmacy.store import Store
 
 FORMAT = "pharmos-model-bundle/1"
@@ -282,8 +282,3 @@ def _write_files(store: Store, vb: VerifiedBundle) -> None:
         shutil.rmtree(final)
     os.replace(tmp, final)
 
-
-def active_models(store: Store) -> ActiveModels:
-    from models.runtime import REGISTRY
-
-    return REGISTRY.active(store)

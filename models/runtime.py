@@ -101,10 +101,6 @@ class ActiveModels:
     note: str
     load_ms: float = 0.0
 
-    @property
-    def forecast_version(self) -> str:
-        return self.forecaster.version
-
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "forecast": self.forecaster.version,
                 "diversion": None if self.diversion is None else self.diversion.version,

@@ -44,10 +44,6 @@ class SimResult:
     activities: list[Activity]
     labels: dict[tuple[str, int], str | None]   # (user, week) -> pattern or None
 
-    def week_of(self, a: Activity, start: datetime) -> int:
-        return (a.at - start).days // 7
-
-
 def _poisson(rng: random.Random, lam: float) -> int:
     # Knuth for small means, normal approximation for large ones.
     if lam <= 0:

@@ -429,15 +429,6 @@ def lookup(conn: sqlite3.Connection, identifier: str) -> DirectoryEntry:
     return entry
 
 
-def packages_for_appl(conn: sqlite3.Connection, appl: str, limit: int = 3) -> list[str]:
-    """Directory NDCs of an Orange Book product (for ordering what the store does not carry)."""
-    rows = conn.execute(
-        "SELECT pk.ndc FROM ndc_products np JOIN ndc_packages pk ON pk.product_id = np.product_id "
-        "WHERE np.ob_appl_key = ? AND pk.sample = 0 ORDER BY pk.ndc LIMIT ?", (appl, limit)
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 def count(conn: sqlite3.Connection) -> dict[str, int]:
     return {
         "ndc_products": int(conn.execute("SELECT COUNT(*) FROM ndc_products").fetchone()[0]),

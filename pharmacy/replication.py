@@ -104,10 +104,6 @@ class PushBatch:
         return not (self.events or self.counters or self.docs)
 
 
-def own_replicas(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT replica_id FROM replicas ORDER BY created_at")]
-
-
 def collect_push(store: Store, limit: int = PUSH_PAGE) -> PushBatch:
     """The next page to push, read in one transaction (a consistent snapshot)."""
     with store.transaction() as c:

@@ -541,19 +541,6 @@ def verify(store: Store, user: dict[str, Any], fill_id: str, *,
     return RxChanged((fill_id,), (r["rx_id"],), "verified")
 
 
-def return_to_intake(store: Store, user: dict[str, Any], fill_id: str, reason: str) -> RxChanged:
-    """A pharmacist sends a verified fill back (e.g. wrong product chosen)."""
-    users.require(user, "verify_rx")
-    now_s = iso(store.clock())
-    with store.transaction() as c:
-        r = _fill_row(c, fill_id)
-        _expect(r, "verified")
-        c.execute("UPDATE fills SET state = 'intake', verified_by = NULL, verified_at = NULL, "
-                  "updated_at = ? WHERE fill_id = ?", (now_s, fill_id))
-        _event(c, fill_id, now_s, user["id"], "return_to_intake", {"reason": reason})
-    return RxChanged((fill_id,), (r["rx_id"],), "intake")
-
-
 def cancel(store: Store, user: dict[str, Any], fill_id: str, reason: str) -> RxChanged:
     users.require(user, "rx_intake")
     if not reason.strip():

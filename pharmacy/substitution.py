@@ -16,7 +16,6 @@ bundle may replace (``state_law_from_json``).
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -744,6 +743,3 @@ def check_dispense(conn: sqlite3.Connection, prescribed_query: str, dispensed_qu
         cheaper_in_stock=any(c.package is not None and c.package.on_hand > 0 for c in cheaper),
         medically_necessary=medically_necessary, law_table=law_table)
 
-
-def dumps_law(table: Mapping[str, StateLaw] | None = None) -> str:
-    return json.dumps(state_law_to_json(table), sort_keys=True)

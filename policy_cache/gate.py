@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from pharmacy.clock import parse_iso
-from pharmacy.compliance import ComplianceRequest, Decision, LineFacts, Reason, is_restricted
+from pharmacy.compliance import ComplianceRequest, Decision, Reason, is_restricted
 from pharmacy.history import SqlHistory
 from pharmacy.store import Store
 from policy_cache.bundle import VerifiedBundle
@@ -258,12 +258,8 @@ def fallback_decision(request: ComplianceRequest, code: str, why: str) -> Decisi
         Reason(code, f"{ln.name} is a restricted item (controlled, pseudoephedrine or India "
                      f"H/H1/X) and {why}; unrestricted items can still be sold",
                RULE_49, "deny", line_no=ln.line_no)
-        for ln in request.lines if _restricted(ln))
+        for ln in request.lines if is_restricted(ln))
     return Decision("deny" if reasons else "allow", reasons, (), None, ENGINE)
-
-
-def _restricted(line: LineFacts) -> bool:
-    return is_restricted(line)
 
 
 # ---- the store's gate ---------------------------------------------------------------------

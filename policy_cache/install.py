@@ -11,7 +11,7 @@ from typing import Any
 from pharmacy.clock import iso, parse_iso
 from pharmacy.signing import TrustStore
 from pharmacy.store import Store
-from policy_cache.bundle import VerifiedBundle, peek_meta, verify_bundle
+from policy_cache.bundle import VerifiedBundle, verify_bundle
 from policy_cache.errors import BundleStale
 from policy_cache.trust import trust_store, trusted_key_ids
 
@@ -110,6 +110,3 @@ def show(store: Store) -> dict[str, Any]:
             "allowances": current_allowances(store), "offline_used_today": usage_today(store),
             "now": iso(now)}
 
-
-def bundle_info(raw: bytes) -> dict[str, Any]:
-    return peek_meta(raw)

@@ -27,16 +27,6 @@ def trust_key(store: Store, public_pem: bytes) -> str:
     return kid
 
 
-def untrust_key(store: Store, kid: str) -> bool:
-    pems = _pems(store)
-    removed = pems.pop(kid, None) is not None
-    store.set_json_setting(SETTING, pems)
-    from policy_cache.gate import invalidate
-
-    invalidate(store)
-    return removed
-
-
 def trust_store(store: Store) -> TrustStore:
     return TrustStore.from_pems(p.encode("ascii") for p in _pems(store).values())
 

@@ -44,7 +44,3 @@ class Conflict(SyncError):
     code = "CONFLICT"
     status = 409
 
-
-class TooLarge(SyncError):
-    code = "BODY_TOO_LARGE"
-    status = 413

@@ -19,7 +19,7 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from importlib import resources
 from typing import Any, Protocol
 
@@ -980,7 +980,3 @@ def opened(url: str, clock: Clock = utcnow) -> Iterator[SqlServerStore]:
     finally:
         store.close()
 
-
-def now_date(clock: Clock = utcnow) -> date:
-    d: datetime = clock()
-    return d.date()

@@ -87,10 +87,6 @@ class InputRouter(QObject):
             ports.append(sc.port)
         return ports
 
-    def post_from_thread(self, event: Any) -> None:
-        """For any device thread: deliver a scan or status event on the main thread."""
-        self._from_thread.emit(event)
-
     def _thread_event(self, event: Any) -> None:
         if hasattr(event, "connected"):
             self.scanner_status.emit(event)

@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 
 from pharmacy import replication
-from pharmacy.clock import iso, parse_iso, utcnow
+from pharmacy.clock import parse_iso
 from pharmacy.errors import BadInput, IntegrityFailure, PharmosError
 from pharmacy.store import Store
 
@@ -715,6 +715,3 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(f"WARNING:       {st['warning']}")
     return "\n".join(lines)
 
-
-def iso_now() -> str:
-    return iso(utcnow())
