@@ -205,9 +205,9 @@ def schedule_badge(p: catalog.Product) -> str | None:
 
 def preview(conn: sqlite3.Connection, dispenser: Dispenser, cart: Cart, user: dict[str, Any],
             at: datetime, *, jurisdiction: str | None = None, offline: bool = False,
-            changed_line: int | None = None) -> CartPreview:
-    """FEFO lots per line (errors stay on their line) and, when every line resolves, the
-    compliance decision the sale would get now. Writes nothing."""
+            changed_line: int | None = None, decide: bool = True) -> CartPreview:
+    """FEFO lots per line (errors stay on their line) and, when every line resolves and
+    ``decide`` is set, the compliance decision the sale would get now. Writes nothing."""
     lines: list[LinePreview] = []
     subtotal = tax = 0
     for ln in cart.lines:
@@ -225,7 +225,7 @@ def preview(conn: sqlite3.Connection, dispenser: Dispenser, cart: Cart, user: di
                                  p.price_cents, amount, allocs, schedule_badge(p), p.rx_only,
                                  err_code, err))
     decision = None
-    if lines and all(lp.error_code is None for lp in lines):
+    if decide and lines and all(lp.error_code is None for lp in lines):
         decision = dispenser.check(cart.request(user, jurisdiction=jurisdiction,
                                                 offline=offline))
     return CartPreview(tuple(lines), subtotal, tax, subtotal + tax, decision,

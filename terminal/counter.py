@@ -205,16 +205,14 @@ class Counter:
         return [self._hit(p) for p in hits]
 
     def product_from_scan(self, text: str) -> ProductHit:
-        data = self.scan_parser(text)
-        if data.gtin is None:
-            raise BadInput("the scan carries no GTIN", code="SCAN_NO_GTIN")
-        return self._hit(catalog.lookup(self.store.conn, data.gtin))
+        return self._hit(gs1.product_for_scan(self.store.conn, self.scan_parser(text)))
 
     # ---- cart ---------------------------------------------------------------------------------
-    def preview(self, changed_line: int | None = None) -> checkout.CartPreview:
+    def preview(self, changed_line: int | None = None, *,
+                decide: bool = True) -> checkout.CartPreview:
         return checkout.preview(self.store.conn, self.dispenser, self.cart, self.user,
                                 self.store.clock(), jurisdiction=self.jurisdiction,
-                                offline=self.offline, changed_line=changed_line)
+                                offline=self.offline, changed_line=changed_line, decide=decide)
 
     def scan_to_cart(self, text: str) -> checkout.CartPreview:
         users.require(self.user, "sell")
@@ -261,7 +259,7 @@ class Counter:
         users.require(self.user, "sell")
         if not self.cart.lines:
             raise BadInput("the cart is empty", code="EMPTY_CART")
-        pv = self.preview()
+        pv = self.preview(decide=False)  # totals and line errors; sell() decides
         bad = [ln for ln in pv.lines if ln.error_code]
         if bad:
             raise BadInput(f"{bad[0].name}: {bad[0].error}", code=bad[0].error_code or "BAD_LINE")
@@ -506,9 +504,7 @@ class Counter:
         """A scanned case or package to receive: product, lot, expiry, serial."""
         users.require(self.user, "receive_stock")
         data = self.scan_parser(text)
-        if data.gtin is None:
-            raise BadInput("the scan carries no GTIN", code="SCAN_NO_GTIN")
-        p = catalog.lookup(self.store.conn, data.gtin)
+        p = gs1.product_for_scan(self.store.conn, data)
         return {"ndc": p.ndc, "name": p.name, "strength": p.strength, "gtin": data.gtin,
                 "lot": data.lot, "expiry": None if data.expiry is None
                 else data.expiry.isoformat(), "serial": data.serial,
