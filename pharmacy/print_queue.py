@@ -18,6 +18,7 @@ from concurrent.futures import Future, wait
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from pharmacy.checkout import tenders_for
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, NotFound, PharmosError
 from pharmacy.ids import new_id
@@ -177,6 +178,14 @@ def document(store: Store, job: PrintJob, *,
     conn = store.conn
     sale = sale_record(conn, job.sale_id)
     doc: dict[str, Any] = {"job": job.to_json(), "store_id": store.store_id, "sale": sale}
+    if job.kind == "receipt":  # the same receipt from the counter, a reprint or the CLI
+        tenders = tenders_for(conn, job.sale_id)
+        if tenders:
+            doc["tenders"] = tenders
+        name = store.get_setting("pharmacy.name")
+        if name:
+            doc["pharmacy"] = {"name": name,
+                               "address": store.get_setting("pharmacy.address") or ""}
     if job.kind == "rx_label":
         doc["label"] = _label_facts(conn, job, sale, patient_name)
     return doc

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,26 +75,6 @@ class Status:
     hours_left: float | None
     print_queue: int
     jurisdiction: str | None
-
-
-@dataclass
-class _Enrich:
-    """Adds tenders and the pharmacy header to a receipt document before printing."""
-
-    counter: Counter
-    printer: Any
-
-    @property
-    def url(self) -> str:
-        return str(self.printer.url)
-
-    def submit(self, job: Any, document: Mapping[str, Any]) -> Future[Any]:
-        doc = dict(document)
-        store = self.counter.store
-        doc["tenders"] = checkout.tenders_for(store.conn, doc["sale"]["sale_id"])
-        doc["pharmacy"] = {"name": store.get_setting("pharmacy.name") or "",
-                           "address": store.get_setting("pharmacy.address") or ""}
-        return self.printer.submit(job, doc)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -297,7 +277,7 @@ class Counter:
         def patient_name(pid: str) -> str | None:
             return vault.get(pid, uid).get("name")
 
-        fut = print_queue.dispatch(self.store, _Enrich(self, printer), job,
+        fut = print_queue.dispatch(self.store, printer, job,
                                    patient_name=patient_name if kind == "rx_label" else None)
         return PrintOutcome(job.job_id, kind, fut)
 
