@@ -164,6 +164,10 @@ class LinePreview:
         return ", ".join(f"{a.lot} exp {a.expiry} ×{a.qty}" for a in self.allocations)
 
 
+# reason codes that need the purchaser's identity or register facts before the sale
+CAPTURE_PREFIXES = ("CMEA_", "DEA_CV_OTC_", "IN_")
+
+
 @dataclass(frozen=True)
 class CartPreview:
     """A snapshot of the cart as the counter shows it (rebuilt after every cart change)."""
@@ -175,6 +179,13 @@ class CartPreview:
     decision: Decision | None
     purchaser_captured: bool
     changed_line: int | None = None
+
+    @property
+    def needs_capture(self) -> bool:
+        """The decision asks for the purchaser's identity or register facts first (CMEA log,
+        C-V without prescription, India H/H1/X registers)."""
+        return self.decision is not None and any(
+            r.code.startswith(CAPTURE_PREFIXES) for r in self.decision.reasons)
 
     @property
     def ok_to_tender(self) -> bool:

@@ -24,7 +24,7 @@ import json
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -468,6 +468,11 @@ SubstitutionChecker = Callable[[catalog.Product, catalog.Product], None]
 _MUST_ACK = ("major", "contraindicated", "severe", "high")
 
 
+def must_acknowledge(alert: Mapping[str, Any]) -> bool:
+    """A pharmacist must acknowledge this interaction alert before verifying."""
+    return str(alert.get("severity", "")).lower() in _MUST_ACK
+
+
 def basic_equivalence(prescribed: catalog.Product, candidate: catalog.Product) -> None:
     """Fallback when no Orange Book data is wired: same ingredients, strength and form."""
     same = (sorted(i.lower() for i in prescribed.ingredients)
@@ -503,7 +508,7 @@ def verify(store: Store, user: dict[str, Any], fill_id: str, *,
     """Pharmacist verification: alerts reviewed, product to dispense chosen."""
     users.require(user, "verify_rx")
     acked = set(acknowledged)
-    must = [a for a in alerts if str(a.get("severity", "")).lower() in _MUST_ACK]
+    must = [a for a in alerts if must_acknowledge(a)]
     missing = [alert_key(a) for a in must if alert_key(a) not in acked]
     if missing:
         raise RxRefused(f"{len(missing)} serious interaction alert(s) must be reviewed and "

@@ -563,7 +563,7 @@ class RxScreen(Screen):
         else:
             for a in alerts:
                 sev = str(a.get("severity", "")).upper()
-                serious = sev in ("MAJOR", "CONTRAINDICATED", "SEVERE", "HIGH")
+                serious = core_rx.must_acknowledge(a)
                 colour = "#a93226" if serious else "#7e5109"
                 cite = f"<br/><i>{_esc(a['citation'])}</i>" if a.get("citation") else ""
                 text = QLabel(f"<b style='color:{colour}'>{_esc(sev)}</b> — "

@@ -36,13 +36,7 @@ from terminal.screens.widgets import (
     table,
 )
 
-# reason codes that need the purchaser's identity or register facts before the sale
-CAPTURE_PREFIXES = ("CMEA_", "DEA_CV_OTC_", "IN_")
 ID_TYPES = ("Driver licence", "State ID", "Passport", "Military ID", "Aadhaar", "Other")
-
-
-def needs_capture(codes: list[str]) -> bool:
-    return any(c.startswith(CAPTURE_PREFIXES) for c in codes)
 
 
 class SaleScreen(Screen):
@@ -232,7 +226,7 @@ class SaleScreen(Screen):
                 self.cart.selectRow(row)
         self._totals(pv)
         self.decision.show_decision(pv.decision)
-        if pv.decision is not None and needs_capture(self.decision.codes):
+        if pv.needs_capture:
             self.customer.show()
             self._focus_first_empty()
         self.refresh_actions()
