@@ -408,11 +408,16 @@ def push_payload(store: Store, batch: replication.PushBatch) -> dict[str, Any]:
             "status": _status_report(store)}
 
 
-def push_all(store: Store, client: SyncClient, result: SyncResult) -> None:
+def push_all(store: Store, client: SyncClient, result: SyncResult,
+             first: replication.PushBatch | None = None) -> None:
+    """Push page by page until the outbox is acknowledged. ``first``: a page the caller has
+    already collected (so it is not read twice)."""
     repairs = 0
+    pending = first
     while True:
-        store.mark_high_water()
-        batch = replication.collect_push(store)
+        store.mark_high_water()  # the high-water mark only grows: it covers a page read before
+        batch = pending if pending is not None else replication.collect_push(store)
+        pending = None
         if batch.empty:
             return
         try:
@@ -564,8 +569,9 @@ def sync(store: Store, client: SyncClient | None = None, **client_kw: Any) -> Sy
         pull_all(store, c, result)
         install_publications(store, c, result)
         # what arrived or was rebased during the round
-        if not replication.collect_push(store).empty:
-            push_all(store, c, result)
+        again = replication.collect_push(store)
+        if not again.empty:
+            push_all(store, c, result, first=again)
     except PharmosError as e:
         replication.record_attempt(store, ok=False, error=f"{e.code}: {e.message}")
         raise
