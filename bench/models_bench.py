@@ -50,9 +50,9 @@ def _bundle_files() -> tuple[str, dict[str, Any], dict[str, bytes]]:
                      "naive_blend": meta.naive_blend, "sigma_k": meta.sigma_k},
         "diversion": dv.meta}}
     files = {FORECAST_FILE: onnx, **dv.files}
-    from models.runtime import sha256
+    from pharmacy.signing import sha256_files
 
-    manifest["files"] = {k: sha256(v) for k, v in files.items()}
+    manifest["files"] = sha256_files(files)
     return "bench", manifest, files
 
 

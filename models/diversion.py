@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.errors import ModelIncompatible
+from pharmacy.clock import parse_iso
 
 if TYPE_CHECKING:
     from pharmacy.store import Store
@@ -261,10 +262,7 @@ def _fmt(name: str, v: float) -> str:
 
 # ---- the store adapter --------------------------------------------------------------------------
 def _local(text: str, offset: timedelta) -> datetime:
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return (dt.astimezone(UTC) + offset).replace(tzinfo=None)
+    return (parse_iso(text).astimezone(UTC) + offset).replace(tzinfo=None)
 
 
 def store_offset(store: Store, at: datetime) -> timedelta:

@@ -11,7 +11,6 @@ Inference sessions are safe to share across threads.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import threading
 import time
@@ -25,6 +24,7 @@ import numpy.typing as npt
 from models.errors import BundleCorrupt, ModelIncompatible
 from pharmacy.errors import PharmosError
 from pharmacy.reorder import FALLBACK_VERSION, Forecaster
+from pharmacy.signing import sha256_files
 
 if TYPE_CHECKING:
     from models.diversion import DiversionModel
@@ -113,8 +113,16 @@ def fallback(note: str) -> ActiveModels:
     return ActiveModels(None, MovingAverageForecaster(), None, note)
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def check_files(manifest: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Files read back from disk must still be the ones the signed manifest names."""
+    declared = manifest.get("files")
+    if not isinstance(declared, dict):
+        raise BundleCorrupt("the model manifest lists no files")
+    actual = sha256_files(files)
+    for name, digest in declared.items():
+        if actual.get(name) != digest:
+            raise BundleCorrupt(f"model file {name} does not match the signed manifest",
+                                file=name)
 
 
 def models_from_files(version: str, manifest: dict[str, Any],
@@ -124,14 +132,6 @@ def models_from_files(version: str, manifest: dict[str, Any],
     from models.forecast import OnnxForecaster
 
     t = time.perf_counter()
-    declared = manifest.get("files")
-    if not isinstance(declared, dict):
-        raise BundleCorrupt("the model manifest lists no files")
-    for name, digest in declared.items():
-        data = files.get(name)
-        if data is None or sha256(data) != digest:
-            raise BundleCorrupt(f"model file {name} does not match the signed manifest",
-                                file=name)
     entries = manifest.get("models")
     if not isinstance(entries, dict) or "forecast" not in entries:
         raise ModelIncompatible("the bundle has no forecast model")
@@ -171,6 +171,7 @@ def load_installed(store: Store) -> ActiveModels:
                     files[name] = (d / name).read_bytes()
                 except OSError:
                     raise BundleCorrupt(f"model file {name} of {version} is missing") from None
+            check_files(manifest, files)
             active = models_from_files(version, manifest, files)
         except (PharmosError, ValueError) as e:
             problems.append(f"{version}: {getattr(e, 'message', str(e))}")

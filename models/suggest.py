@@ -22,7 +22,7 @@ from models.dataset import week_end
 from models.diversion import Hours, featurize, store_activities, store_offset
 from models.runtime import REGISTRY, ActiveModels, ModelRegistry
 from pharmacy import catalog, inventory
-from pharmacy.clock import iso
+from pharmacy.clock import iso, parse_iso
 from pharmacy.errors import BadInput
 from pharmacy.ids import new_id
 from pharmacy.reorder import (
@@ -92,7 +92,7 @@ def weekly_history(store: Store, ndcs: list[str] | None = None,
         i = index.get(ndc)
         if i is None or not first:
             continue
-        d = (datetime.fromisoformat(first.replace("Z", "+00:00")) + off).date()
+        d = (parse_iso(first) + off).date()
         k = (d - first_monday).days // 7
         if k > 0:
             weekly[i, :min(k, weeks)] = np.nan
