@@ -203,12 +203,6 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
                   description="Head-office sync for pharmos terminals (protocol 1).")
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=RESPONSE_GZIP_LEVEL)
     app.add_middleware(BodyLimitMiddleware, max_body=max_body)
-    def check_protocol(version: int) -> None:
-        if version not in schemas.PROTOCOL_VERSIONS:
-            raise BadRequest(f"sync protocol {version} is not supported by this server "
-                             f"(it speaks {list(schemas.PROTOCOL_VERSIONS)}); update pharmos",
-                             code="PROTOCOL_VERSION", supported=list(schemas.PROTOCOL_VERSIONS))
-
     @app.exception_handler(SyncError)
     async def sync_error(request: Request, err: SyncError) -> JSONResponse:
         return JSONResponse(err.to_json(), status_code=err.status)
@@ -251,7 +245,6 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
               responses=_responses(400, 401, 413, 415, 422, 503))
     def enroll(req: schemas.EnrollRequest, store: StoreDep) -> dict[str, Any]:
         """Trade a one-time enrollment code for a terminal token."""
-        check_protocol(req.protocol)
         return {"protocol": 1, **store.enroll(req.code, req.name, req.replica_id)}
 
     def push_raw(store: SqlServerStore, token: str, raw: bytes) -> dict[str, Any]:
@@ -260,7 +253,6 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
             req = schemas.push_request(raw)
         except ValidationError as err:
             raise invalid_body(_json_or_none(raw), err.errors()) from None
-        check_protocol(req["protocol"])
         return store.push(term, req)
 
     @app.post("/v1/push", response_model=schemas.PushResponse, tags=["sync"],
@@ -285,7 +277,6 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
         except ValidationError as err:
             raise invalid_body(_json_or_none(raw), [
                 {**e, "loc": ("body", *e.get("loc", ()))} for e in err.errors()]) from None
-        check_protocol(req.protocol)
         out = store.pull(term, req.model_dump())
         return Response(to_json(out), media_type="application/json")
 
@@ -302,7 +293,6 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
               responses=_responses(400, 401, 413, 415, 422, 503))
     def known(req: schemas.KnownRequest, store: StoreDep, term: TermDep) -> dict[str, Any]:
         """Which of these event ids the server holds for the terminal's store."""
-        check_protocol(req.protocol)
         return {"protocol": 1, "known": store.known_events(term, req.event_ids)}
 
     @app.get("/v1/blobs/{sha256}", tags=["sync"],
