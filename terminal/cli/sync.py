@@ -5,7 +5,9 @@ store settings."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -35,12 +37,17 @@ def _need_db(args: argparse.Namespace) -> str:
     return str(db)
 
 
-def _server_store(args: argparse.Namespace) -> Any:
+@contextlib.contextmanager
+def _server_store(args: argparse.Namespace) -> Iterator[Any]:
+    """The head-office database named by --db, schema checked, closed afterwards."""
     from sync_server.storage import open_store
 
     store = open_store(_need_db(args))
-    store.check_schema()
-    return store
+    try:
+        store.check_schema()
+        yield store
+    finally:
+        store.close()
 
 
 def _target(store: Any, args: argparse.Namespace) -> tuple[str, str]:
@@ -108,47 +115,35 @@ def cmd_create_store(args: argparse.Namespace) -> int:
         products = _catalog_file(args.catalog)
     elif args.demo:
         products = catalog.demo_catalog()
-    store = _server_store(args)
-    try:
+    with _server_store(args) as store:
         if args.demo:
             opening = _opening(products, store.clock().date())
         out = store.create_store(args.tenant, args.store, jurisdiction=args.jurisdiction,
                                  products=products, opening=opening)
-    finally:
-        store.close()
     emit(args, out, f"created store {args.store} in tenant {args.tenant}: "
                     f"{out['products']} products, {out['batches']} batches")
     return 0
 
 
 def cmd_enroll_code(args: argparse.Namespace) -> int:
-    store = _server_store(args)
-    try:
+    with _server_store(args) as store:
         tenant, sid = _target(store, args)
         out = store.create_enroll_code(tenant, sid, args.ttl_hours)
-    finally:
-        store.close()
     emit(args, out, out["code"])
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    store = _server_store(args)
-    try:
+    with _server_store(args) as store:
         out = store.revoke(args.terminal)
-    finally:
-        store.close()
     emit(args, out, f"terminal {args.terminal} revoked at {out['revoked_at']}")
     return 0
 
 
 def cmd_terminals(args: argparse.Namespace) -> int:
-    store = _server_store(args)
-    try:
+    with _server_store(args) as store:
         tenant, sid = _target(store, args)
         rows = store.terminals(tenant, sid)
-    finally:
-        store.close()
     emit(args, {"tenant_id": tenant, "store_id": sid, "terminals": rows},
          "\n".join(f"{r['terminal_id']}  {r['name'] or '-':<12} last sync "
                    f"{r['last_sync_at'] or 'never'}  pending {r['pending_events']}"
@@ -158,23 +153,17 @@ def cmd_terminals(args: argparse.Namespace) -> int:
 
 def cmd_trust_key(args: argparse.Namespace) -> int:
     pem = _read_bytes(args.file).decode("ascii", errors="replace")
-    store = _server_store(args)
-    try:
+    with _server_store(args) as store:
         out = store.trust_key(args.tenant, pem)
-    finally:
-        store.close()
     emit(args, out, f"tenant {args.tenant} now trusts {out['trusted_keys']} key(s)")
     return 0
 
 
 def cmd_stock(args: argparse.Namespace) -> int:
-    store = _server_store(args)
-    try:
+    with _server_store(args) as store:
         tenant, sid = _target(store, args)
         today = date.fromisoformat(args.today) if args.today else store.clock().date()
         rows = store.stock(tenant, sid, today)
-    finally:
-        store.close()
     emit(args, {"batches": rows},
          "\n".join(f"{r['ndc']:<13} {r['lot']:<12} {r['expiry']} {r['status']:<11} "
                    f"{r['on_hand']:>6}  {r['name']}" for r in rows))
@@ -193,12 +182,9 @@ def _publish_targets(store: Any, args: argparse.Namespace) -> tuple[str, str | N
 
 def _publish(args: argparse.Namespace, kind: str, bodies: list[dict[str, Any]],
              blob: bytes | None = None) -> int:
-    store = _server_store(args)
-    try:
+    with _server_store(args) as store:
         tenant, sid = _publish_targets(store, args)
         out = store.publish(tenant, sid, kind, bodies, blob)
-    finally:
-        store.close()
     emit(args, out, f"published {out['items']} {kind} to {', '.join(out['stores']) or 'none'}")
     return 0
 
