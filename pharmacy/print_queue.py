@@ -111,12 +111,21 @@ def get(conn: sqlite3.Connection, job_id: str) -> PrintJob:
     return PrintJob.from_row(row)
 
 
+_NOT_PRINTED = "status IN ('pending','printing','failed')"
+
+
 def pending(conn: sqlite3.Connection, limit: int = 200) -> list[PrintJob]:
     """Jobs not yet printed (queued, interrupted, or failed), oldest first."""
     rows = conn.execute(
-        "SELECT * FROM print_jobs WHERE status IN ('pending','printing','failed') "
+        f"SELECT * FROM print_jobs WHERE {_NOT_PRINTED} "
         "ORDER BY created_at, rowid LIMIT ?", (limit,)).fetchall()
     return [PrintJob.from_row(r) for r in rows]
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    """How many jobs are waiting to be printed or reprinted."""
+    return int(conn.execute(f"SELECT COUNT(*) FROM print_jobs WHERE {_NOT_PRINTED}")
+               .fetchone()[0])
 
 
 def jobs_for_sale(conn: sqlite3.Connection, sale_id: str) -> list[PrintJob]:

@@ -558,7 +558,7 @@ class Counter:
         now = self.store.clock()
         if sync.online is not None:
             self.offline = not sync.online
-        queued = len(print_queue.pending(self.store.conn))
+        queued = print_queue.pending_count(self.store.conn)
         return Status(
             None if self.session is None else self.session.user, sync.online, sync.available,
             sync.last_success, sync.last_error, sync.pending_outbox, pol.engine,
