@@ -183,6 +183,19 @@ def retire_replica(store: Store, replica_id: str, reason: str) -> None:
         set_state(c, "pull_cursor", 0)
 
 
+def resend_all(store: Store) -> None:
+    """Head office is behind this terminal (its database was restored): push every own
+    event, counter row and document update again, and pull from the start."""
+    with store.transaction() as c:
+        set_state(c, "pull_cursor", 0)
+        set_state(c, "acked_seq", 0)
+        c.execute("UPDATE counters SET dirty = 1 WHERE replica_id IN "
+                  "(SELECT replica_id FROM replicas) AND replica_id NOT IN "
+                  "(SELECT replica_id FROM sync_retired_replicas)")
+        c.execute("UPDATE doc_updates SET pushed = 0 WHERE replica_id IN "
+                  "(SELECT replica_id FROM replicas)")
+
+
 def unacked_event_ids(conn: sqlite3.Connection, replica_id: str) -> list[str]:
     acked = _int_state(conn, "acked_seq")
     return [r[0] for r in conn.execute(

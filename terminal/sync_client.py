@@ -313,9 +313,7 @@ def enroll(data_dir: Path, server_url: str, code: str, *, name: str | None = Non
             replication.set_state(conn, "token_storage", where)
             replication.set_state(conn, "trusted_keys", json.dumps(resp.get("trusted_keys", [])))
             if resp.get("jurisdiction"):
-                conn.execute("INSERT INTO settings(key, value) VALUES ('jurisdiction', ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                             (resp["jurisdiction"],))
+                store.set_setting("jurisdiction", resp["jurisdiction"])  # nests as a savepoint
         trusted = _install_trusted_keys(store)
         out = {"terminal_id": resp["terminal_id"], "tenant_id": resp["tenant_id"],
                "store_id": resp["store_id"], "server": server_url.rstrip("/"),
@@ -481,7 +479,9 @@ def pull_all(store: Store, client: SyncClient, result: SyncResult) -> None:
             if e.code == "REPLICA_BEHIND":
                 _repair_regression(store, [str(e.details["replica_id"])], result)
             else:
-                _server_was_restored(store)
+                log.warning("head office is behind this terminal (server restored); "
+                            "resending everything")
+                replication.resend_all(store)
             push_all(store, client, result)
             continue
         applied = replication.apply_pull(store, page)
@@ -489,19 +489,6 @@ def pull_all(store: Store, client: SyncClient, result: SyncResult) -> None:
         result.server_seq = int(page["server_seq"])
         if not page.get("more"):
             return
-
-
-def _server_was_restored(store: Store) -> None:
-    """The server is behind us: push everything again and pull from the start."""
-    log.warning("head office is behind this terminal (server restored); resending everything")
-    with store.transaction() as c:
-        replication.set_state(c, "pull_cursor", 0)
-        replication.set_state(c, "acked_seq", 0)
-        c.execute("UPDATE counters SET dirty = 1 WHERE replica_id IN "
-                  "(SELECT replica_id FROM replicas) AND replica_id NOT IN "
-                  "(SELECT replica_id FROM sync_retired_replicas)")
-        c.execute("UPDATE doc_updates SET pushed = 0 WHERE replica_id IN "
-                  "(SELECT replica_id FROM replicas)")
 
 
 _INSTALLERS = {
