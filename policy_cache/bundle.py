@@ -32,7 +32,7 @@ import cedarpy
 
 from pharmacy.canonical import canonical_json
 from pharmacy.clock import iso, parse_iso
-from pharmacy.signing import SignatureInvalid, SigningKey, TrustStore
+from pharmacy.signing import SignatureInvalid, SigningKey, TrustStore, sha256_files
 from policy_cache.data import DATA_FILES, OPTIONAL_DATA_FILES, BundleData
 from policy_cache.errors import (
     BundleExpired,
@@ -78,9 +78,7 @@ class VerifiedBundle:
     meta: BundleMeta
     policy_text: str
     schema_text: str
-    data_files: dict[str, str]
     data: BundleData
-    raw: bytes
 
 
 def default_source() -> Path:
@@ -188,8 +186,18 @@ def _check_data_refs(policy_text: str, data: BundleData) -> None:
                             f"{', '.join(unknown)}")
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _hashes(files: dict[str, str]) -> dict[str, str]:
+    return sha256_files({name: text.encode("utf-8") for name, text in files.items()})
+
+
+def _validate(files: dict[str, str]) -> tuple[str, int, BundleData]:
+    """Every policy against the schema, and the data the policies refer to: (policy text,
+    policy count, data). An invalid policy can never be signed or installed."""
+    policy_text = policy_text_of(files)
+    policies = check_policies(policy_text, files[SCHEMA_FILE])
+    data = BundleData(data_files_of(files))
+    _check_data_refs(policy_text, data)
+    return policy_text, len(policies), data
 
 
 def build_bundle(source: Path | str | None, *, version: str, jurisdictions: list[str] | tuple[
@@ -200,9 +208,7 @@ def build_bundle(source: Path | str | None, *, version: str, jurisdictions: list
     if offline_until <= issued_at:
         raise PolicyInputError("offline_until must be after issued_at", code="BAD_OFFLINE_UNTIL")
     files = read_source(source)
-    policies = check_policies(policy_text_of(files), files[SCHEMA_FILE])
-    data = BundleData(data_files_of(files))
-    _check_data_refs(policy_text_of(files), data)
+    _, policy_count, data = _validate(files)
     unknown = [j for j in jurisdictions if j not in data.jurisdictions]
     if unknown or not jurisdictions:
         raise PolicyInputError(f"jurisdictions must be some of {sorted(data.jurisdictions)}; "
@@ -210,8 +216,8 @@ def build_bundle(source: Path | str | None, *, version: str, jurisdictions: list
     manifest = {
         "format_version": FORMAT_VERSION, "bundle_version": version,
         "jurisdictions": list(jurisdictions), "issued_at": iso(issued_at),
-        "offline_until": iso(offline_until), "policy_count": len(policies),
-        "files": {name: _sha(text) for name, text in sorted(files.items())},
+        "offline_until": iso(offline_until), "policy_count": policy_count,
+        "files": _hashes(files),
     }
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "manifest": manifest,
            "files": files}
@@ -224,8 +230,7 @@ def sign_bundle(bundle_bytes: bytes, signing_key: SigningKey) -> bytes:
     files = _files(doc)
     manifest = _manifest(doc)
     _check_hashes(manifest, files)
-    check_policies(policy_text_of(files), files[SCHEMA_FILE])
-    _check_data_refs(policy_text_of(files), BundleData(data_files_of(files)))
+    _validate(files)
     manifest = {**manifest, "key_id": signing_key.key_id}
     sig = signing_key.sign(canonical_json(manifest).encode("utf-8"))
     out = {"format": FORMAT, "format_version": FORMAT_VERSION, "manifest": manifest,
@@ -281,8 +286,9 @@ def _check_hashes(manifest: dict[str, Any], files: dict[str, str]) -> None:
     if set(listed) != set(files):
         raise BundleTampered("the bundle's files do not match its manifest (files added or "
                              "removed after signing)")
-    for name, text in files.items():
-        if listed[name] != _sha(text):
+    actual = _hashes(files)
+    for name in files:
+        if listed[name] != actual[name]:
             raise BundleTampered(f"bundle file {name} does not match its signed hash; the "
                                  "bundle was altered or corrupted", file=name)
 
@@ -319,17 +325,13 @@ def verify_bundle(raw: bytes, trust: TrustStore, *, now: datetime | None = None
     trust.verify(kid, canonical_json(manifest).encode("utf-8"), str(sig["sig"]))
     files = _files(doc)
     _check_hashes(manifest, files)
-    policy_text = policy_text_of(files)
-    policies = check_policies(policy_text, files[SCHEMA_FILE])
-    data = BundleData(data_files_of(files))
-    _check_data_refs(policy_text, data)
-    meta = _meta(manifest, bytes(raw), len(policies))
+    policy_text, policy_count, data = _validate(files)
+    meta = _meta(manifest, bytes(raw), policy_count)
     if now is not None and now > meta.offline_until:
         raise BundleExpired(f"bundle {meta.bundle_version} expired at {iso(meta.offline_until)}"
                             "; ask head office for a current bundle",
                             bundle_version=meta.bundle_version)
-    return VerifiedBundle(meta, policy_text, files[SCHEMA_FILE], data_files_of(files), data,
-                          bytes(raw))
+    return VerifiedBundle(meta, policy_text, files[SCHEMA_FILE], data)
 
 
 def peek_meta(raw: bytes) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def resign(doc: dict[str, Any], key: SigningKey | None = None) -> bytes:
     key = key or hq_key()
     files = doc["files"]
     manifest = dict(doc["manifest"], key_id=key.key_id,
-                    files={n: B._sha(t) for n, t in sorted(files.items())})
+                    files=B._hashes(files))
     sig = key.sign(canonical_json(manifest).encode())
     out = dict(doc, manifest=manifest, signature={"alg": "ed25519", "key_id": key.key_id,
                                                   "sig": sig})
@@ -130,8 +130,7 @@ def test_invalid_policy_cannot_be_built_or_signed(tmp_path: Path, mutation: Any,
     good = json.loads(B.build_bundle(None, version="g", jurisdictions=["US"], issued_at=ISSUED,
                                      offline_until=UNTIL))
     files = B.read_source(src)
-    doc = dict(good, files=files, manifest=dict(good["manifest"], files={
-        n: B._sha(t) for n, t in files.items()}))
+    doc = dict(good, files=files, manifest=dict(good["manifest"], files=B._hashes(files)))
     with pytest.raises(PolicyInvalid):
         B.sign_bundle(canonical_json(doc).encode(), hq_key())
 
