@@ -26,6 +26,7 @@ from policy_cache.bundle import VerifiedBundle
 from policy_cache.engine import LineResult, Partition, PolicyEngine, RuleInfo, cedar_request
 from policy_cache.errors import BundleTampered
 from policy_cache.facts import Env, FactBuilder, LineEval, PolicyHistory, classify
+from policy_cache.trust import trust_store
 
 ENGINE = "cedar"
 RULE_49 = "pharmos offline rule: REGULATIONS.md §7 rule 49"
@@ -269,13 +270,17 @@ REFRESH_S = 1.0
 
 
 def load_gate(raw: bytes, sha: str, trust_ids: tuple[str, ...], verify: Any) -> BundleGate:
-    key = (sha, trust_ids)
-    gate = _LOADED.get(key)
+    gate = _LOADED.get((sha, trust_ids))
     if gate is None:
-        gate = BundleGate(verify(raw))
-        if len(_LOADED) >= 8:
-            _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = gate
+        gate = remember_gate(sha, trust_ids, BundleGate(verify(raw)))
+    return gate
+
+
+def remember_gate(sha: str, trust_ids: tuple[str, ...], gate: BundleGate) -> BundleGate:
+    """Keep a verified, parsed bundle for this process (the install has just built it)."""
+    if len(_LOADED) >= 8:
+        _LOADED.pop(next(iter(_LOADED)))
+    _LOADED[(sha, trust_ids)] = gate
     return gate
 
 
@@ -331,7 +336,7 @@ class StoreGate:
         active = install.active_row(conn)
         assert active is not None
         sha, raw = active
-        trust = install.trusted_keys(self.store)
+        trust = trust_store(self.store)
         try:
             if hashlib.sha256(raw).hexdigest() != sha:
                 raise BundleTampered("the stored bundle does not match its recorded hash")

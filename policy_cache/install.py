@@ -19,15 +19,11 @@ KEEP_PREVIOUS = 3
 LAST_SEEN = "policy.last_seen"
 
 
-def trusted_keys(store: Store) -> TrustStore:
-    return trust_store(store)
-
-
 def verify_for_store(store: Store, raw: bytes, trust: TrustStore | None = None
                      ) -> VerifiedBundle:
     """Signature, hashes, policies and data; not expiry (an expired bundle still governs
     unrestricted items; the rules refuse restricted ones)."""
-    return verify_bundle(raw, trust or trusted_keys(store))
+    return verify_bundle(raw, trust or trust_store(store))
 
 
 def active_row(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
@@ -39,10 +35,11 @@ def active_row(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
 def install_bundle(store: Store, signed_bytes: bytes) -> dict[str, Any]:
     """Verify and activate a signed bundle; the previous active bundle is kept."""
     now = store.clock()
-    vb = verify_bundle(signed_bytes, trusted_keys(store), now=now)
-    from policy_cache.gate import BundleGate, invalidate
+    trust = trust_store(store)
+    vb = verify_bundle(signed_bytes, trust, now=now)
+    from policy_cache.gate import BundleGate, invalidate, remember_gate
 
-    BundleGate(vb)  # parse every policy with the engine before switching
+    gate = BundleGate(vb)  # parse every policy with the engine before switching
     meta = vb.meta
     with store.transaction() as c:
         cur = c.execute("SELECT sha256, bundle_version, issued_at FROM policy_bundles "
@@ -65,6 +62,7 @@ def install_bundle(store: Store, signed_bytes: bytes) -> dict[str, Any]:
         for (sha,) in old[KEEP_PREVIOUS:]:
             c.execute("DELETE FROM policy_bundles WHERE sha256 = ?", (sha,))
         note_seen(store, now)
+    remember_gate(meta.sha256, tuple(trust.key_ids()), gate)  # the next sale needn't rebuild it
     invalidate(store)
     return {"installed": True, "previous_version": None if cur is None else cur[1],
             **meta.to_json()}
