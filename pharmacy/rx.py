@@ -495,6 +495,11 @@ def interaction_alerts(store: Store, fill_id: str, checker: InteractionChecker |
     return checker(dispense_ndc or r["rx_ndc"], current)
 
 
+def prescribed_daw(store: Store, fill_id: str) -> int:
+    """The DAW code the prescriber wrote for this fill's prescription."""
+    return int(_fill_row(store.conn, fill_id)["daw"])
+
+
 def alert_key(alert: dict[str, Any]) -> str:
     return str(alert.get("key") or f"{alert.get('code')}:{alert.get('with', '')}")
 

@@ -364,11 +364,17 @@ class Counter:
     def rx_verify(self, fill_id: str, *, dispense_ndc: str | None = None,
                   daw_dispensed: int | None = None, acknowledged: Sequence[str] = (),
                   override_reason: str | None = None) -> rx.RxChanged:
-        review = self.rx_review(fill_id)
-        row = review["fill"]
-        daw = int(row["daw"]) if daw_dispensed is None else int(daw_dispensed)
+        users.require(self.user, "verify_rx")
+        # the alerts alone (no second read of the patient record the review showed)
+        def checker(candidate_ndc: str, current_ndcs: Sequence[str]) -> list[dict[str, Any]]:
+            return integrations.interaction_alerts(self.store, candidate_ndc,
+                                                   current_ndcs) or []
+
+        alerts = rx.interaction_alerts(self.store, fill_id, checker)
+        daw = (rx.prescribed_daw(self.store, fill_id) if daw_dispensed is None
+               else int(daw_dispensed))
         return rx.verify(self.store, self.user, fill_id, dispense_ndc=dispense_ndc,
-                         daw_dispensed=daw_dispensed, alerts=review["alerts"] or (),
+                         daw_dispensed=daw_dispensed, alerts=alerts or (),
                          acknowledged=acknowledged, override_reason=override_reason,
                          substitution_check=self._substitution_check(daw))
 
