@@ -23,13 +23,14 @@ import re
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, UnknownProduct
 from pharmacy.ids import Gtin, classify_identifier, ndc_digits_from_gtin, parse_hyphenated_ndc
+from pharmacy.importing import RowErrors
 from pharmacy.orange_book import compact_strength, strength_numbers
 from pharmacy.store import Store
 
@@ -46,7 +47,6 @@ PRODUCT_REQUIRED = ("PRODUCTID", "PRODUCTNDC", "PRODUCTTYPENAME", "PROPRIETARYNA
                     "APPLICATIONNUMBER", "DEASCHEDULE")
 PACKAGE_REQUIRED = ("PRODUCTID", "PRODUCTNDC", "NDCPACKAGECODE")
 DEA = ("CI", "CII", "CIII", "CIV", "CV")
-MAX_ERRORS_LISTED = 20
 
 _PRODUCT_NDC = re.compile(r"^(\d{4}-\d{4}|\d{5}-\d{3}|\d{5}-\d{4})$")
 _APPLICATION = re.compile(r"^(NDA|ANDA)\s*(\d{1,6})$")
@@ -66,28 +66,6 @@ def parse_application(text: str) -> tuple[str, str] | None:
 
 
 # ---- reading ------------------------------------------------------------------------------
-@dataclass
-class _Errors:
-    items: list[dict[str, Any]] = field(default_factory=list)
-    total: int = 0
-
-    def add(self, file: str, line: int, problem: str) -> None:
-        self.total += 1
-        if len(self.items) < MAX_ERRORS_LISTED:
-            self.items.append({"file": file, "line": line, "problem": problem})
-
-    def raise_if_any(self) -> None:
-        if not self.total:
-            return
-        first = self.items[0]
-        more = f" (and {self.total - 1} more)" if self.total > 1 else ""
-        raise NdcDirectoryCorrupt(
-            f"{first['file']} line {first['line']}: {first['problem']}{more}; nothing was "
-            "imported, the store keeps its previous NDC Directory",
-            file=first["file"], line=first["line"], errors=self.items, error_count=self.total,
-        )
-
-
 def _read_table(path: Path, required: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     try:
         data = path.read_bytes()
@@ -115,7 +93,7 @@ def _read_table(path: Path, required: Sequence[str]) -> tuple[list[str], list[li
 Getter = Callable[[list[str], str], str]
 
 
-def _records(path: Path, required: Sequence[str], errors: _Errors
+def _records(path: Path, required: Sequence[str], errors: RowErrors
              ) -> Iterator[tuple[int, list[str], Getter]]:
     """(line number, fields, getter by FDA column name) for each well-formed row; a row with
     the wrong number of fields is reported with its line number, never dropped silently."""
@@ -129,7 +107,8 @@ def _records(path: Path, required: Sequence[str], errors: _Errors
 
     for i, f in enumerate(rows):
         if len(f) != n:
-            errors.add(path.name, i + 2, f"expected {n} tab-separated fields, found {len(f)}")
+            errors.add(i + 2, f"expected {n} tab-separated fields, found {len(f)}",
+                       file=path.name)
             continue
         yield i + 2, f, g
 
@@ -145,7 +124,7 @@ def _opt_date(text: str) -> str | None:
     return _iso8(text) if text else None
 
 
-def _parse_products(path: Path, errors: _Errors) -> list[tuple[Any, ...]]:
+def _parse_products(path: Path, errors: RowErrors) -> list[tuple[Any, ...]]:
     seen: dict[str, int] = {}
     out: list[tuple[Any, ...]] = []
     for line, f, g in _records(path, PRODUCT_REQUIRED, errors):
@@ -165,7 +144,7 @@ def _parse_products(path: Path, errors: _Errors) -> list[tuple[Any, ...]]:
             end = _opt_date(g(f, "ENDMARKETINGDATE"))
             certified = _opt_date(g(f, "LISTING_RECORD_CERTIFIED_THROUGH"))
         except ValueError as e:
-            errors.add(path.name, line, str(e))
+            errors.add(line, str(e), file=path.name)
             continue
         seen[pid] = line
         appl = parse_application(appl_text)
@@ -182,7 +161,7 @@ def _parse_products(path: Path, errors: _Errors) -> list[tuple[Any, ...]]:
     return out
 
 
-def _parse_packages(path: Path, products: dict[str, str], errors: _Errors
+def _parse_packages(path: Path, products: dict[str, str], errors: RowErrors
                     ) -> list[tuple[Any, ...]]:
     seen: dict[str, int] = {}
     out: list[tuple[Any, ...]] = []
@@ -206,7 +185,7 @@ def _parse_packages(path: Path, products: dict[str, str], errors: _Errors
             start = _opt_date(g(f, "STARTMARKETINGDATE"))
             end = _opt_date(g(f, "ENDMARKETINGDATE"))
         except ValueError as e:
-            errors.add(path.name, line, str(e))
+            errors.add(line, str(e), file=path.name)
             continue
         seen[parts.ndc10] = line
         out.append((parts.ndc10, parts.ndc11, parts.digits10, pid,
@@ -223,7 +202,7 @@ def import_ndc_directory(store: Store, product_path: Path | str, package_path: P
     Returns counts: ndc_products, ndc_packages, ndc_linked (products resolved to an Orange
     Book product), catalog_linked (catalog products whose missing appl was filled in).
     """
-    errors = _Errors()
+    errors = RowErrors(NdcDirectoryCorrupt, "NDC Directory")
     products = _parse_products(Path(product_path), errors)
     errors.raise_if_any()
     packages = _parse_packages(Path(package_path), {p[0]: p[1] for p in products}, errors)

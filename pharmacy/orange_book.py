@@ -21,7 +21,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -29,13 +29,13 @@ from typing import Any
 
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, NotFound
+from pharmacy.importing import MAX_ERRORS_LISTED, RowErrors
 from pharmacy.store import Store
 
 HEADER = ("Ingredient", "DF;Route", "Trade_Name", "Applicant", "Strength", "Appl_Type",
           "Appl_No", "Product_No", "TE_Code", "Approval_Date", "RLD", "RS", "Type",
           "Applicant_Full_Name")
 PRE_1982 = "Approved Prior to Jan 1, 1982"
-MAX_ERRORS_LISTED = 20
 
 _MONTHS = {m: i + 1 for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))}
@@ -263,29 +263,6 @@ def count(conn: sqlite3.Connection) -> int:
 RowTuple = tuple[Any, ...]
 
 
-@dataclass
-class _Errors:
-    source: str
-    items: list[dict[str, Any]] = field(default_factory=list)
-    total: int = 0
-
-    def add(self, line: int, problem: str) -> None:
-        self.total += 1
-        if len(self.items) < MAX_ERRORS_LISTED:
-            self.items.append({"line": line, "problem": problem})
-
-    def raise_if_any(self) -> None:
-        if not self.total:
-            return
-        first = self.items[0]
-        more = f" (and {self.total - 1} more)" if self.total > 1 else ""
-        raise OrangeBookCorrupt(
-            f"{self.source} line {first['line']}: {first['problem']}{more}; nothing was "
-            "imported, the store keeps its previous Orange Book",
-            line=first["line"], file=self.source, errors=self.items, error_count=self.total,
-        )
-
-
 def _parse_date(text: str, cache: dict[str, str | None]) -> str | None:
     """'Dec 17, 1996' → '1996-12-17'; the pre-1982 marker → None. ValueError otherwise."""
     if text in cache:
@@ -303,7 +280,7 @@ def _parse_date(text: str, cache: dict[str, str | None]) -> str | None:
 
 def parse_products(data: bytes, source: str) -> list[RowTuple]:
     """Validate and convert products.txt into row tuples (column order of ``_COLUMNS``)."""
-    errors = _Errors(source)
+    errors = RowErrors(OrangeBookCorrupt, "Orange Book", source)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
