@@ -460,6 +460,7 @@ class Counter:
         return [str(r[0]) for r in self.store.conn.execute(sql, params)]
 
     def batch_rows(self, batch_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """`pharmos stock` rows (inventory.batch_row) plus what the batch table shows."""
         if not batch_ids:
             return {}
         today = self.store.clock().date()
@@ -467,21 +468,18 @@ class Counter:
         rows = self.store.conn.execute(
             "SELECT b.batch_id, b.ndc, p.name, p.strength, b.lot, b.expiry, b.status, "
             "b.status_reason, p.dea_schedule, p.cmea, p.india_schedule, b.supplier, "
-            "(SELECT COALESCE(SUM(c.p - c.n), 0) FROM counters c "
-            " WHERE c.counter_id = 'stock:' || b.batch_id) AS on_hand "
-            f"FROM batches b JOIN products p ON p.ndc = b.ndc WHERE b.batch_id IN ({marks})",
-            tuple(batch_ids)).fetchall()
+            "b.unit_cost_cents FROM batches b JOIN products p ON p.ndc = b.ndc "
+            f"WHERE b.batch_id IN ({marks})", tuple(batch_ids)).fetchall()
         out = {}
         for r in rows:
-            status = r["status"]
-            days = (inventory.parse_expiry(r["expiry"]) - today).days
-            if status == "active" and days < 0:
-                status = "expired"
+            row = inventory.batch_row(
+                r["batch_id"], r["ndc"], r["name"], r["lot"], r["expiry"], r["status"],
+                r["dea_schedule"], r["india_schedule"], r["cmea"], r["unit_cost_cents"],
+                inventory.on_hand(self.store.conn, r["batch_id"]), today)
             out[r["batch_id"]] = {
-                "batch_id": r["batch_id"], "ndc": r["ndc"], "name": r["name"],
-                "strength": r["strength"], "lot": r["lot"], "expiry": r["expiry"],
-                "days_left": days, "status": status, "reason": r["status_reason"],
-                "on_hand": int(r["on_hand"]), "supplier": r["supplier"],
+                **row, "strength": r["strength"], "reason": r["status_reason"],
+                "supplier": r["supplier"],
+                "days_left": (inventory.parse_expiry(r["expiry"]) - today).days,
                 "schedule": r["dea_schedule"] or ("PSE" if r["cmea"] else r["india_schedule"]),
             }
         return out
