@@ -286,9 +286,6 @@ class ApplyResult:
     events: int
     counters: int
     waiting: int
-    cursor: int
-    publications: int
-    kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -379,8 +376,7 @@ def apply_pull(store: Store, page: Mapping[str, Any]) -> ApplyResult:
     events = [{**e, "body": json.loads(e["body"]) if isinstance(e["body"], str) else e["body"]}
               for e in sorted(page.get("events", ()), key=lambda e: int(e["server_seq"]))]
     counters = page.get("counters", ())
-    kinds: dict[str, int] = {}
-    pubs = 0
+    applied_now = 0
     with store.transaction() as c:
         for ev in events:
             cur = c.execute(
@@ -390,9 +386,8 @@ def apply_pull(store: Store, page: Mapping[str, Any]) -> ApplyResult:
                  ev["created_at"], json.dumps(ev["body"], sort_keys=True)))
             if cur.rowcount == 0:
                 continue  # seen before (a page pulled twice)
-            kinds[ev["kind"]] = kinds.get(ev["kind"], 0) + 1
-            pubs += ev["kind"] in PUBLICATION_KINDS
             why = _try_apply(store, c, ev)
+            applied_now += why is None
             c.execute("UPDATE sync_foreign_events SET applied = ?, error = ? WHERE event_id = ?",
                       (0 if why else 1, why, ev["event_id"]))
         merged = 0
@@ -401,13 +396,15 @@ def apply_pull(store: Store, page: Mapping[str, Any]) -> ApplyResult:
                 continue  # the server never sends our own rows; ours are the newest
             c.execute(SQL_MERGE_ROW, (r["counter_id"], r["replica_id"], int(r["p"]), int(r["n"])))
             merged += 1
-        waiting = _retry_waiting(store, c)
+        # a waiting event can only become applicable once another event has applied
+        waiting = (_retry_waiting(store, c) if applied_now else int(c.execute(
+            "SELECT COUNT(*) FROM sync_foreign_events WHERE applied = 0").fetchone()[0]))
         cursor = int(page["next_cursor"])
         if cursor > _int_state(c, "pull_cursor"):
             set_state(c, "pull_cursor", cursor)
         if page.get("server_seq") is not None:
             set_state(c, "server_seq", int(page["server_seq"]))
-    return ApplyResult(len(events), merged, waiting, cursor, pubs, kinds)
+    return ApplyResult(len(events), merged, waiting)
 
 
 def _retry_waiting(store: Store, c: sqlite3.Connection) -> int:
