@@ -22,7 +22,17 @@ from PySide6.QtWidgets import (
 from pharmacy.inventory import ADJUST_REASONS, StockChanged
 from terminal.models.tables import COLOURS, BatchModel, RegisterModel, ReorderModel
 from terminal.screens.base import Screen
-from terminal.screens.widgets import Action, form, heading, line, muted, primary, scroll, table
+from terminal.screens.widgets import (
+    Action,
+    esc,
+    form,
+    heading,
+    line,
+    muted,
+    primary,
+    scroll,
+    table,
+)
 
 STATUS_FILTERS = (("All batches", "all"), ("Active", "active"), ("Expiring ≤ 90 days",
                   "expiring"), ("Expired", "expired"), ("Quarantined", "quarantined"),
@@ -328,13 +338,14 @@ class InventoryScreen(Screen):
         if not refresh_only and self.mode in ("status", "adjust"):
             self.set_mode("details")
         if r:
-            sched = f" · <b>{r['schedule']}</b>" if r.get("schedule") else ""
-            reason = f"<p>Reason: {r['reason']}</p>" if r.get("reason") else ""
+            sched = f" · <b>{esc(r['schedule'])}</b>" if r.get("schedule") else ""
+            reason = f"<p>Reason: {esc(r['reason'])}</p>" if r.get("reason") else ""
             self.details.setText(
-                f"<h2>{r['name']}</h2><p>NDC {r['ndc']}{sched}</p>"
-                f"<p>Lot <b>{r['lot']}</b> · expires {r['expiry']} ({r['days_left']} days)</p>"
-                f"<p>Status <b>{r['status']}</b> · on hand <b>{r['on_hand']}</b></p>{reason}"
-                f"<p>Supplier {r.get('supplier') or '—'}</p>")
+                f"<h2>{esc(r['name'])}</h2><p>NDC {esc(r['ndc'])}{sched}</p>"
+                f"<p>Lot <b>{esc(r['lot'])}</b> · expires {esc(r['expiry'])} "
+                f"({r['days_left']} days)</p>"
+                f"<p>Status <b>{esc(r['status'])}</b> · on hand <b>{r['on_hand']}</b></p>"
+                f"{reason}<p>Supplier {esc(r.get('supplier') or '—')}</p>")
             self.a_batch.setText(f"{r['name']} · lot {r['lot']} · {r['on_hand']} on hand")
             self.t_batch.setText(f"{r['name']} · lot {r['lot']} · {r['on_hand']} on hand")
         self.refresh_actions()

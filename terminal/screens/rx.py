@@ -28,16 +28,12 @@ from pharmacy import rx as core_rx
 from terminal.counter import PrintOutcome, ProductHit
 from terminal.models.tables import RxQueueModel
 from terminal.screens.base import Screen
-from terminal.screens.widgets import Action, form, heading, line, muted, primary, table
+from terminal.screens.widgets import Action, esc, form, heading, line, muted, primary, table
 
 FILTERS = (("Open", core_rx.OPEN_STATES), ("Entered", ("intake",)),
            ("Verified", ("verified",)), ("Filled", ("filled", "labeled")),
            ("Will-call", ("will_call",)), ("Done", ("picked_up", "cancelled")))
 MODES = ("details", "intake", "verify", "fill", "will_call", "pickup", "history", "cancel")
-
-
-def _esc(text: Any) -> str:
-    return str("" if text is None else text).replace("&", "&amp;").replace("<", "&lt;")
 
 
 class RxScreen(Screen):
@@ -384,35 +380,35 @@ class RxScreen(Screen):
         self.refresh_actions()
 
     def _details_html(self, r: dict[str, Any]) -> str:
-        out = [f"<h2>Rx {_esc(r.get('rx_number'))}"
+        out = [f"<h2>Rx {esc(r.get('rx_number'))}"
                + (f" · refill {r['refill_number']}" if r.get("refill_number") else "")
-               + f" — {_esc(r.get('state_label'))}</h2>",
-               f"<p><b>{_esc(r.get('patient_name'))}</b>"
-               + (f" · born {_esc(r['birth_date'])}" if r.get("birth_date") else "") + "</p>",
-               f"<p><b>{_esc(r.get('drug'))}</b> · qty {_esc(r.get('qty'))}"
+               + f" — {esc(r.get('state_label'))}</h2>",
+               f"<p><b>{esc(r.get('patient_name'))}</b>"
+               + (f" · born {esc(r['birth_date'])}" if r.get("birth_date") else "") + "</p>",
+               f"<p><b>{esc(r.get('drug'))}</b> · qty {esc(r.get('qty'))}"
                + (f" · {r['days_supply']} days" if r.get("days_supply") else "") + "</p>"]
         if r.get("directions"):
-            out.append(f"<p>Sig: {_esc(r['directions'])}</p>")
+            out.append(f"<p>Sig: {esc(r['directions'])}</p>")
         if r.get("prescriber"):
             p = r["prescriber"]
-            out.append(f"<p>Prescriber: {_esc(p.get('name'))}"
-                       + (f" · DEA {_esc(p.get('dea'))}" if p.get("dea") else "") + "</p>")
+            out.append(f"<p>Prescriber: {esc(p.get('name'))}"
+                       + (f" · DEA {esc(p.get('dea'))}" if p.get("dea") else "") + "</p>")
         if "daw" in r:
             out.append(f"<p>DAW {r['daw']} · refills authorized "
-                       f"{r.get('refills_authorized')} · written {_esc(r.get('written_on'))}</p>")
+                       f"{r.get('refills_authorized')} · written {esc(r.get('written_on'))}</p>")
         if r.get("allergies"):
-            out.append(f"<p style='color:#a93226'><b>Allergies:</b> {_esc(r['allergies'])}</p>")
+            out.append(f"<p style='color:#a93226'><b>Allergies:</b> {esc(r['allergies'])}</p>")
         if r.get("lot"):
-            out.append(f"<p>Dispensed lot {_esc(r['lot'])} exp {_esc(r.get('expiry'))}</p>")
+            out.append(f"<p>Dispensed lot {esc(r['lot'])} exp {esc(r.get('expiry'))}</p>")
         if r.get("substitution"):
-            out.append(f"<p>Substituted: {_esc(r['substitution'])}</p>")
+            out.append(f"<p>Substituted: {esc(r['substitution'])}</p>")
         if r.get("bin"):
-            out.append(f"<p><b>Bin {_esc(r['bin'])}</b>"
-                       + (f" · price {_esc(r['price'])}" if r.get("price") else "") + "</p>")
+            out.append(f"<p><b>Bin {esc(r['bin'])}</b>"
+                       + (f" · price {esc(r['price'])}" if r.get("price") else "") + "</p>")
         if self.last_label and self.last_label.get("rx_number") == r.get("rx_number"):
             lab = self.last_label
             out.append("<hr/><p><b>Label</b> (copy {copy}): {drug} · qty {qty} · {directions}"
-                       "</p>".format(**{k: _esc(v) for k, v in lab.items()}))
+                       "</p>".format(**{k: esc(v) for k, v in lab.items()}))
         return "".join(out)
 
     def _next_hint(self, row: dict[str, Any] | None) -> str:
@@ -540,13 +536,13 @@ class RxScreen(Screen):
         self.v_head.setText(f"Verify Rx {r['rx_number']} — {r['patient_name']}")
         meds = ", ".join(review["current_medications"]) or "none on file here"
         self.v_facts.setText(
-            f"<p><b>{_esc(r['drug'])}</b> · qty {r['qty']} · {r['days_supply']} days · "
+            f"<p><b>{esc(r['drug'])}</b> · qty {r['qty']} · {r['days_supply']} days · "
             f"refills {r['refills_authorized']} · DAW {r['daw']}</p>"
-            f"<p>Sig: {_esc(r['directions'])}</p>"
-            f"<p>Prescriber: {_esc(r['prescriber'].get('name'))} · DEA "
-            f"{_esc(r['prescriber'].get('dea') or '—')}</p>"
-            f"<p>Allergies: {_esc(r.get('allergies') or 'none recorded')}</p>"
-            f"<p>Current medications: {_esc(meds)}</p>")
+            f"<p>Sig: {esc(r['directions'])}</p>"
+            f"<p>Prescriber: {esc(r['prescriber'].get('name'))} · DEA "
+            f"{esc(r['prescriber'].get('dea') or '—')}</p>"
+            f"<p>Allergies: {esc(r.get('allergies') or 'none recorded')}</p>"
+            f"<p>Current medications: {esc(meds)}</p>")
         # alerts
         while self.v_alerts_lay.count():
             item = self.v_alerts_lay.takeAt(0)
@@ -565,9 +561,9 @@ class RxScreen(Screen):
                 sev = str(a.get("severity", "")).upper()
                 serious = core_rx.must_acknowledge(a)
                 colour = "#a93226" if serious else "#7e5109"
-                cite = f"<br/><i>{_esc(a['citation'])}</i>" if a.get("citation") else ""
-                text = QLabel(f"<b style='color:{colour}'>{_esc(sev)}</b> — "
-                              f"{_esc(a.get('message', a.get('code')))}{cite}")
+                cite = f"<br/><i>{esc(a['citation'])}</i>" if a.get("citation") else ""
+                text = QLabel(f"<b style='color:{colour}'>{esc(sev)}</b> — "
+                              f"{esc(a.get('message', a.get('code')))}{cite}")
                 text.setWordWrap(True)
                 text.setTextFormat(Qt.TextFormat.RichText)
                 box = QCheckBox("Reviewed" + (" (required)" if serious else ""))
@@ -627,9 +623,9 @@ class RxScreen(Screen):
         if not row:
             return
         self.fill_id = row["fill_id"]
-        self.f_expect.setText(f"<p>Rx <b>{_esc(row['rx_number'])}</b> for "
-                              f"{_esc(row['patient_name'])}</p><p><b>{_esc(row['drug'])}</b>"
-                              f" · qty {row['qty']} · NDC {_esc(row.get('dispense_ndc'))}</p>")
+        self.f_expect.setText(f"<p>Rx <b>{esc(row['rx_number'])}</b> for "
+                              f"{esc(row['patient_name'])}</p><p><b>{esc(row['drug'])}</b>"
+                              f" · qty {row['qty']} · NDC {esc(row.get('dispense_ndc'))}</p>")
         self.f_manual.clear()
         self.set_mode("fill")
         self.f_manual.setFocus()
@@ -703,10 +699,10 @@ class RxScreen(Screen):
         row = self.current_row()
         if not row:
             return
-        self.p_facts.setText(f"<h3>{_esc(row['patient_name'])}</h3><p>Rx "
-                             f"{_esc(row['rx_number'])} · {_esc(row['drug'])} · qty {row['qty']}"
-                             f"</p><p>Bin <b>{_esc(row.get('bin'))}</b> · to pay <b>"
-                             f"{_esc(row.get('price') or '0.00')}</b></p>")
+        self.p_facts.setText(f"<h3>{esc(row['patient_name'])}</h3><p>Rx "
+                             f"{esc(row['rx_number'])} · {esc(row['drug'])} · qty {row['qty']}"
+                             f"</p><p>Bin <b>{esc(row.get('bin'))}</b> · to pay <b>"
+                             f"{esc(row.get('price') or '0.00')}</b></p>")
         self.p_counsel.setExclusive(False)
         self.p_accepted.setChecked(False)
         self.p_declined.setChecked(False)
@@ -745,12 +741,12 @@ class RxScreen(Screen):
         def done(h: dict[str, Any]) -> None:
             p = h["patient"]
             rows = "".join(
-                f"<tr><td>{_esc(f['rx_number'])}</td><td>{_esc(f['drug'])}</td>"
-                f"<td>{f['qty']}</td><td>{_esc(core_rx.STATE_LABELS[f['state']])}</td>"
-                f"<td>{_esc((f['filled_at'] or '')[:10])}</td></tr>" for f in h["fills"])
+                f"<tr><td>{esc(f['rx_number'])}</td><td>{esc(f['drug'])}</td>"
+                f"<td>{f['qty']}</td><td>{esc(core_rx.STATE_LABELS[f['state']])}</td>"
+                f"<td>{esc((f['filled_at'] or '')[:10])}</td></tr>" for f in h["fills"])
             self.h_text.setText(
-                f"<h3>{_esc(p.get('name'))} · born {_esc(p.get('birth_date'))}</h3>"
-                f"<p>Allergies: {_esc(p.get('allergies') or 'none recorded')}</p>"
+                f"<h3>{esc(p.get('name'))} · born {esc(p.get('birth_date'))}</h3>"
+                f"<p>Allergies: {esc(p.get('allergies') or 'none recorded')}</p>"
                 "<table cellpadding='4'><tr><th>Rx</th><th>Drug</th><th>Qty</th>"
                 f"<th>State</th><th>Filled</th></tr>{rows}</table>")
             self.set_mode("history")

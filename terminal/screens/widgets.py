@@ -323,17 +323,19 @@ class DecisionPanel(QFrame):
         for r in reasons:
             sev = r.get("severity", "deny")
             icon = {"deny": "✖", "hold": "◆", "warn": "⚠", "info": "ℹ"}.get(sev, "•")
-            cite = f"<br/><i>{_esc(r['citation'])}</i>" if r.get("citation") else ""
-            parts.append(f"<p>{icon} <b>{_esc(r['code'])}</b> — {_esc(r['message'])}{cite}</p>")
+            cite = f"<br/><i>{esc(r['citation'])}</i>" if r.get("citation") else ""
+            parts.append(f"<p>{icon} <b>{esc(r['code'])}</b> — {esc(r['message'])}{cite}</p>")
         if obligations:
-            parts.append("<p><b>Obligations:</b> " + ", ".join(_esc(o) for o in obligations)
+            parts.append("<p><b>Obligations:</b> " + ", ".join(esc(o) for o in obligations)
                          + "</p>")
         self.reasons.setText("".join(parts))
         self.engine.setText(engine)
 
 
-def _esc(text: Any) -> str:
-    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+def esc(text: Any) -> str:
+    """Text for a rich-text label: what people type is never read as markup."""
+    return (str("" if text is None else text).replace("&", "&amp;").replace("<", "&lt;")
+            .replace(">", "&gt;"))
 
 
 def scroll(widget: QWidget, width: int | None = None) -> QWidget:
