@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,21 @@ def insert_foreign(conn: sqlite3.Connection, entry: dict[str, Any]) -> bool:
          entry["hash"]),
     )
     return cur.rowcount == 1
+
+
+def entries(conn: sqlite3.Connection, keys: Sequence[tuple[str, int]]
+            ) -> dict[tuple[str, int], dict[str, Any]]:
+    """Stored entries by (replica_id, seq), body parsed, with the product's current name."""
+    if not keys:
+        return {}
+    values = ", ".join("(?, ?)" for _ in keys)
+    rows = conn.execute(
+        "SELECT r.replica_id, r.seq, r.created_at, r.kind, r.ndc, r.qty, r.body, r.hash, "
+        "p.name FROM register r LEFT JOIN products p ON p.ndc = r.ndc "
+        f"WHERE (r.replica_id, r.seq) IN (VALUES {values})",
+        [v for key in keys for v in key]).fetchall()
+    return {(r["replica_id"], r["seq"]): {**dict(r), "body": json.loads(r["body"])}
+            for r in rows}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ role checks come from ``pharmacy.users``.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -532,14 +531,8 @@ class Counter:
     def register_rows(self, keys: Sequence[tuple[str, int]]
                       ) -> dict[tuple[str, int], dict[str, Any]]:
         out: dict[tuple[str, int], dict[str, Any]] = {}
-        for replica, seq in keys:
-            r = self.store.conn.execute(
-                "SELECT r.created_at, r.kind, r.ndc, r.qty, r.body, r.hash, p.name "
-                "FROM register r LEFT JOIN products p ON p.ndc = r.ndc "
-                "WHERE r.replica_id = ? AND r.seq = ?", (replica, seq)).fetchone()
-            if r is None:
-                continue
-            body = json.loads(r["body"])
+        for (replica, seq), r in register.entries(self.store.conn, keys).items():
+            body = r["body"]
             out[(replica, seq)] = {
                 "replica": replica[-4:], "seq": seq, "at": r["created_at"][:19].replace("T", " "),
                 "kind": r["kind"], "ndc": r["ndc"], "name": r["name"] or body.get("name"),
