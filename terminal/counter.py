@@ -101,10 +101,11 @@ class Counter:
 
         store = Store.open(data_dir)
         try:
-            scan = devices.scan_settings(store)
+            cfg = devices.hardware_config(store)
+            scan = devices.scan_settings(store, cfg)
             parser = functools.partial(parse_scan, **scan) if scan else parse_scan
             if receipt_printer is None:
-                receipt_printer, default_label = devices.open_printers(store)
+                receipt_printer, default_label = devices.open_printers(store, cfg)
                 label_printer = label_printer or default_label
             return cls(store, gate or wiring.compliance_gate(store),
                        FileKeyProvider(store.data_dir), receipt_printer,

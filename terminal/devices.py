@@ -15,12 +15,18 @@ from typing import Any
 from pharmacy.store import Store
 
 
-def open_printers(store: Store) -> tuple[Any, Any]:
-    """(receipt printer, label printer) from the terminal's hardware settings."""
+def hardware_config(store: Store) -> Any:
+    """The terminal's hardware settings (hardware.config), read once and passed around."""
     from hardware.config import load
+
+    return load(store)
+
+
+def open_printers(store: Store, cfg: Any = None) -> tuple[Any, Any]:
+    """(receipt printer, label printer) from the terminal's hardware settings."""
     from hardware.printing import EscposPrinter
 
-    cfg = load(store)
+    cfg = cfg if cfg is not None else hardware_config(store)
     receipt = EscposPrinter(cfg, url=cfg.printer.url or "dummy://counter")
     if cfg.label_printer is not None and cfg.label_printer.url:
         label = EscposPrinter(cfg, cfg.label_printer)
@@ -29,13 +35,9 @@ def open_printers(store: Store) -> tuple[Any, Any]:
     return receipt, label
 
 
-def scan_settings(store: Store) -> dict[str, Any]:
+def scan_settings(store: Store, cfg: Any = None) -> dict[str, Any]:
     """gs_substitute / strict_gs of the first scanner, for parsing scans in the core."""
-    try:
-        from hardware.config import load
-    except ImportError:
-        return {}
-    cfg = load(store)
+    cfg = cfg if cfg is not None else hardware_config(store)
     for sc in cfg.scanners:
         return {"gs_substitute": sc.gs_substitute, "strict_gs": sc.strict_gs}
     return {}
