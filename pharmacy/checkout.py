@@ -22,7 +22,7 @@ from pharmacy.errors import BadInput, ComplianceDenied, PharmosError
 from pharmacy.gs1 import ScanData
 from pharmacy.ids import new_id
 from pharmacy.inventory import Allocation
-from pharmacy.money import fmt, tax_cents
+from pharmacy.money import fmt, tax_cents, to_cents
 from pharmacy.sales import Dispenser, SaleResult
 from pharmacy.store import Store
 
@@ -249,6 +249,18 @@ class Tender:
     method: TenderMethod
     tendered_cents: int
     reference: str | None = None  # card: the external terminal's approval or reference
+
+
+def tender_for(method: str, total_cents: int, tendered: str | None = None,
+               reference: str | None = None) -> Tender:
+    """How the customer pays: cash (the amount handed over, default the total) or card
+    (recorded as external, with the card terminal's reference)."""
+    if method == "cash":
+        return Tender("cash", total_cents if not tendered
+                      else to_cents(tendered, field="cash tendered"))
+    if method == "card":
+        return Tender("card", total_cents, (reference or "").strip() or None)
+    raise BadInput(f"tender {method!r} is not cash or card", code="BAD_TENDER")
 
 
 @dataclass(frozen=True)

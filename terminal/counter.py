@@ -18,7 +18,7 @@ from pharmacy import catalog, checkout, gs1, inventory, print_queue, register, r
 from pharmacy.compliance import ComplianceGate
 from pharmacy.errors import BadInput, NotFound, PharmosError, UnknownProduct
 from pharmacy.gs1 import ScanData, parse_scan
-from pharmacy.money import fmt, to_cents
+from pharmacy.money import fmt
 from pharmacy.phi import FileKeyProvider, KeyProvider, PhiVault
 from pharmacy.sales import Dispenser, sale_record
 from pharmacy.store import Store
@@ -243,13 +243,7 @@ class Counter:
         bad = [ln for ln in pv.lines if ln.error_code]
         if bad:
             raise BadInput(f"{bad[0].name}: {bad[0].error}", code=bad[0].error_code or "BAD_LINE")
-        if method == "cash":
-            cents = pv.total_cents if not tendered else to_cents(tendered, field="cash tendered")
-            tender = checkout.Tender("cash", cents)
-        elif method == "card":
-            tender = checkout.Tender("card", pv.total_cents, (reference or "").strip() or None)
-        else:
-            raise BadInput(f"tender {method!r} is not cash or card", code="BAD_TENDER")
+        tender = checkout.tender_for(method, pv.total_cents, tendered, reference)
         checkout.change_due(pv.total_cents, tender)  # refuse short cash before selling
         req = self.cart.request(self.user, jurisdiction=self.jurisdiction, offline=self.offline)
         result = checkout.checkout(self.dispenser, req, tender)
@@ -396,13 +390,8 @@ class Counter:
     def rx_pickup(self, fill_id: str, counseling: str, method: str = "cash",
                   tendered: str | None = None, reference: str | None = None) -> rx.RxChanged:
         total = rx.sale_total_cents(self.store.conn, fill_id)
-        tender = None
-        if total is not None:
-            if method == "card":
-                tender = checkout.Tender("card", total, reference or None)
-            else:
-                cents = total if not tendered else to_cents(tendered, field="cash tendered")
-                tender = checkout.Tender("cash", cents)
+        tender = (None if total is None
+                  else checkout.tender_for(method, total, tendered, reference))
         changed = rx.pickup(self.store, self.user, fill_id, counseling=counseling,
                             tender=tender)
         if tender is not None:  # the pickup's receipt (and, for cash, the drawer)
