@@ -82,11 +82,11 @@ def _patient(rng: random.Random, n: int) -> dict[str, Any]:
             "id_document": f"TXDL{rng.randint(10_000_000, 99_999_999)}"}
 
 
-def _rx(rng: random.Random, n: int, qty: int, refill: int = 0, authorized: int = 0,
-        written: date | None = None) -> dict[str, Any]:
+def _rx(rng: random.Random, n: int, qty: int, *, written: date, refill: int = 0,
+        authorized: int = 0) -> dict[str, Any]:
     return {
         "rx_number": f"RX{rng.randrange(10**6):06d}{n:04d}", "electronic": True,
-        "written_on": (written or date.today()).isoformat(), "refill_number": refill,
+        "written_on": written.isoformat(), "refill_number": refill,
         "refills_authorized": authorized, "days_supply": rng.choice([5, 7, 10, 30]),
         "quantity_prescribed": qty, "directions": "Take 1 tablet by mouth every 6 hours as needed",
         "daw": 0, "prescriber": rng.choice(PRESCRIBERS), "emergency_oral": False,
@@ -118,7 +118,8 @@ def run_day(store: Store, gate: ComplianceGate, *, sales: int = 240, seed: int =
             kind = "rx"
             p = rng.choice(cats["rx"])
             qty = rng.choice([30, 60, 90]) if p.unit in ("tablet", "capsule") else 1
-            req.update(lines=[{"ndc": p.ndc, "qty": qty}], rx=_rx(rng, attempts, qty),
+            req.update(lines=[{"ndc": p.ndc, "qty": qty}],
+                       rx=_rx(rng, attempts, qty, written=today),
                        patient=_patient(rng, attempts))
         elif roll < 0.90 and cats["cii"] + cats["ciii_v"]:
             kind = "controlled"

@@ -4,7 +4,6 @@ choices) -> fill with scan-verify -> label -> will-call -> pickup with counselli
 from __future__ import annotations
 
 from concurrent.futures import Future
-from datetime import date
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from pharmacy import rx as core_rx
+from pharmacy.clock import utcnow
 from terminal.counter import PrintOutcome, ProductHit
 from terminal.models.tables import RxQueueModel
 from terminal.screens.base import Screen
@@ -468,7 +468,7 @@ class RxScreen(Screen):
         self.i_drug_pick.clear()
         self.i_refills.setText("0")
         self.i_daw.setCurrentIndex(0)
-        self.i_written.setText(date.today().isoformat())
+        self.i_written.setText(utcnow().date().isoformat())  # the store's clock is UTC
         for c in (self.i_electronic, self.i_acute, self.i_pmp):
             c.setChecked(False)
         self.set_mode("intake")
