@@ -114,10 +114,6 @@ class PgServerStore(SqlServerStore):
     def _lock_store_sql(self) -> str:
         return " FOR UPDATE"
 
-    def _bootstrap(self, tx: Tx) -> None:
-        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                   "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-
     def close(self) -> None:
         self._closed = True
         while True:

@@ -71,10 +71,6 @@ class SqliteServerStore(SqlServerStore):
     def _lock_store_sql(self) -> str:
         return ""
 
-    def _bootstrap(self, tx: Tx) -> None:
-        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                   "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-
     def close(self) -> None:
         with self._lock:
             conns, self._all = self._all, []

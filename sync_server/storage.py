@@ -220,9 +220,10 @@ class SqlServerStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    @abstractmethod
     def _bootstrap(self, tx: Tx) -> None:
-        """Create the migrations table if missing."""
+        """Create the migrations table if missing (the same SQL on both engines)."""
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                   "name TEXT NOT NULL, applied_at TEXT NOT NULL)")
 
     # ---- migrations ---------------------------------------------------------------------------
     def _migrations(self) -> list[tuple[int, str, str]]:
@@ -365,9 +366,12 @@ class SqlServerStore(ABC):
         return (tenant, store, event_id, f"{HQ_PREFIX}{tenant}", None, kind, now, body, seq,
                 int(kind in SHARED_KINDS), None, sha, now)
 
-    def _lock_store(self, tx: Tx, tenant_id: str, store_id: str) -> int:
+    def _lock_store(self, tx: Tx, tenant_id: str, store_id: str, *,
+                    for_update: bool = True) -> int:
+        """The store's next server_seq; locks the store row for the transaction unless
+        ``for_update`` is False (a read)."""
         row = tx.one("SELECT next_seq FROM stores WHERE tenant_id = ? AND store_id = ?"
-                     + self._lock_store_sql(), (tenant_id, store_id))
+                     + (self._lock_store_sql() if for_update else ""), (tenant_id, store_id))
         if row is None:
             raise NotFoundError(f"no store {store_id!r} in tenant {tenant_id!r}",
                                 code="UNKNOWN_STORE")
@@ -468,7 +472,7 @@ class SqlServerStore(ABC):
 
     def terminals(self, tenant_id: str, store_id: str) -> list[dict[str, Any]]:
         with self._tx(False) as tx:
-            top = self._lock_store_read(tx, tenant_id, store_id)
+            top = self._lock_store(tx, tenant_id, store_id, for_update=False)
             rows = tx.all(
                 "SELECT terminal_id, name, enrolled_at, revoked_at, replica_id, last_push_at, "
                 "last_pull_at, pull_cursor, status FROM terminals WHERE tenant_id = ? AND "
@@ -489,14 +493,6 @@ class SqlServerStore(ABC):
                 "reported_last_success": st.get("last_success"),
             })
         return out
-
-    def _lock_store_read(self, tx: Tx, tenant_id: str, store_id: str) -> int:
-        row = tx.one("SELECT next_seq FROM stores WHERE tenant_id = ? AND store_id = ?",
-                     (tenant_id, store_id))
-        if row is None:
-            raise NotFoundError(f"no store {store_id!r} in tenant {tenant_id!r}",
-                                code="UNKNOWN_STORE")
-        return int(row[0])
 
     # ---- push ---------------------------------------------------------------------------------
     def _check_scope(self, term: Terminal, req: Mapping[str, Any]) -> None:
@@ -784,7 +780,7 @@ class SqlServerStore(ABC):
         limit = int(req.get("limit", 2000))
         replica = str(req["replica_id"])
         with self._tx(False) as tx:
-            top = self._lock_store_read(tx, tenant, store)
+            top = self._lock_store(tx, tenant, store, for_update=False)
             self._check_behind(tx, tenant, store, replica, req.get("replica_seq"))
             if cursor > top:
                 raise Conflict(f"cursor {cursor} is ahead of this server ({top}): the server "
@@ -886,7 +882,7 @@ class SqlServerStore(ABC):
     def stock(self, tenant_id: str, store_id: str, today: date) -> list[dict[str, Any]]:
         """Same shape as ``pharmos stock --json``'s batches."""
         with self._tx(False) as tx:
-            self._lock_store_read(tx, tenant_id, store_id)
+            self._lock_store(tx, tenant_id, store_id, for_update=False)
             batches = tx.all(
                 "SELECT b.batch_id, b.ndc, p.name, b.lot, b.expiry, b.status, p.dea_schedule, "
                 "p.india_schedule, p.cmea, b.unit_cost_cents FROM srv_batches b LEFT JOIN "
