@@ -2,7 +2,8 @@
 
 One real terminal day is made first: 500 sales through the dispense transaction on a demo
 store; its push (events + counter rows) is the template every simulated terminal sends,
-with its own replica and event ids. A real server (uvicorn on 127.0.0.1; two worker
+with its own replica and event ids, encoded as the terminal's client encodes it (protocol 2:
+events as columns) and gzip-compressed. A real server (uvicorn on 127.0.0.1; two worker
 processes on PostgreSQL, one on SQLite) is loaded by a few client threads, each request
 gzip-compressed as terminals send it; one terminal-day sync = one push of the whole day + one
 pull from cursor 0. Reported: terminal-day syncs/s, p50/p99 sync latency, the server
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import ratio, summary
-from terminal.sync_client import UPLOAD_GZIP_LEVEL  # request bodies as terminals send them
+from pharmacy import event_columns
+from terminal.sync_client import PUSH_PROTOCOL, UPLOAD_GZIP_LEVEL  # as terminals send them
 
 ROOT = Path(__file__).resolve().parents[1]
 SALES_PER_DAY = 500
@@ -82,22 +84,29 @@ def terminal_day(sales: int = SALES_PER_DAY) -> tuple[dict[str, Any], list[Any]]
     return payload, products
 
 
-def terminal_payload(day: dict[str, Any], store_id: str) -> bytes:
-    """The day as one simulated terminal sends it: its own replica and event ids."""
+def terminal_payload(day: dict[str, Any], store_id: str,
+                     protocol: int = PUSH_PROTOCOL) -> bytes:
+    """The day as one simulated terminal sends it (its own replica and event ids), encoded
+    and compressed as the terminal's client does."""
     from pharmacy.ids import IdClock
 
     ids = IdClock()  # each simulated terminal is its own process with its own id clock
     replica = str(uuid.uuid4())
-    body = {
-        "protocol": 1, "idempotency_key": str(uuid.uuid4()), "store_id": store_id,
+    events = [{**e, "event_id": ids.new(), "replica_id": replica} for e in day["events"]]
+    groups: list[dict[str, Any]] = []
+    if protocol >= 2:
+        groups, events = event_columns.pack(events)
+    body: dict[str, Any] = {
+        "protocol": protocol, "idempotency_key": str(uuid.uuid4()), "store_id": store_id,
         "replica_id": replica, "replica_seq": max((e["seq"] for e in day["events"]), default=0),
-        "events": [{**e, "event_id": ids.new(), "replica_id": replica}
-                   for e in day["events"]],
+        "events": events,
         "counters": [{**c, "replica_id": replica} for c in day["counters"]],
         "docs": [],
         "status": {"pending_events": len(day["events"]), "pending_counters":
                    len(day["counters"])},
     }
+    if groups:
+        body["event_groups"] = groups
     return gzip.compress(json.dumps(body, separators=(",", ":")).encode(), UPLOAD_GZIP_LEVEL)
 
 
@@ -309,12 +318,14 @@ def run(quick: bool = False) -> dict[str, Any]:
     workers = {"sqlite": 1, "postgresql": 2}
     t0 = time.perf_counter()
     day, products = terminal_day()
-    raw = json.dumps({"protocol": 1, **day}, separators=(",", ":")).encode()
+    upload = terminal_payload(day, "store00000")
     out: dict[str, Any] = {
         "terminals": n, "sales_per_day": SALES_PER_DAY,
         "events_per_day": len(day["events"]), "counter_rows_per_day": len(day["counters"]),
-        "upload_raw_bytes": len(raw),
-        "upload_gzip_bytes": len(gzip.compress(raw, UPLOAD_GZIP_LEVEL)),
+        "push_protocol": PUSH_PROTOCOL,
+        "upload_raw_bytes": len(gzip.decompress(upload)),
+        "upload_gzip_bytes": len(upload),
+        "upload_gzip_bytes_protocol_1": len(terminal_payload(day, "store00000", protocol=1)),
         "client_threads": threads, "server_workers": workers, "target": TARGET,
     }
     with tempfile.TemporaryDirectory() as d:

@@ -31,7 +31,8 @@ from pharmacy.errors import BadInput, PharmosError
 from pharmacy.ids import new_id
 from pharmacy.store import Store
 
-SYNC_PROTOCOL = 1
+SYNC_PROTOCOL = 1  # enroll, pull and known: the same in protocols 1 and 2
+PUSH_PROTOCOL = 2  # a push's events as columns (pharmacy.event_columns)
 PUSH_PAGE = 2000
 HQ_PREFIX = "hq:"  # replica ids of head office; terminals never write them
 PUBLICATION_KINDS = ("policy_bundle", "allowances", "model")

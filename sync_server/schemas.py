@@ -1,4 +1,7 @@
-"""The wire format of sync protocol 1 (request and response bodies), as pydantic models.
+"""The wire format of sync protocols 1 and 2 (request and response bodies), as pydantic models.
+
+Protocol 2 adds ``event_groups`` to a push: events sent as columns (pharmacy.event_columns).
+Everything else is the same in both.
 
 The OpenAPI spec is generated from these; requests are validated against them before any
 database work. Integers are JSON numbers without a fraction (``true`` and ``"1"`` are not
@@ -12,7 +15,10 @@ from typing import Annotated, Any, NotRequired
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
-PROTOCOL_VERSIONS = (1,)
+from pharmacy import event_columns
+from sync_server.errors import BadRequest
+
+PROTOCOL_VERSIONS = (1, 2)
 MAX_EVENTS_PER_PUSH = 5000
 MAX_COUNTERS_PER_PUSH = 200_000
 MAX_DOCS_PER_PUSH = 2000
@@ -36,7 +42,8 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 Stamp = Annotated[str, Field(min_length=1, max_length=64)]
 Protocol = Annotated[int, BeforeValidator(_json_int),
                      Field(ge=min(PROTOCOL_VERSIONS), le=max(PROTOCOL_VERSIONS),
-                           description="sync protocol version; this server speaks 1")]
+                           description="sync protocol version; this server speaks 1 and 2")]
+ValueText = Annotated[str, Field(min_length=1, max_length=1_000_000)]
 Kind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
@@ -99,6 +106,25 @@ class DocIn(Strict):
     data: Annotated[str, Field(max_length=4_000_000, description="base64 pycrdt update")]
 
 
+class EventGroup(Strict):
+    """Events of one kind and replica whose bodies have the same keys, as columns."""
+
+    kind: Kind
+    replica_id: Id
+    keys: Annotated[list[Annotated[str, Field(max_length=256)]], Field(
+        max_length=1000, description="the body's keys, in order")]
+    event_id: Annotated[list[Id], Field(max_length=MAX_EVENTS_PER_PUSH)]
+    seq: Annotated[list[JsonInt], Field(
+        max_length=MAX_EVENTS_PER_PUSH,
+        description="each event's seq minus the previous one's in this group (the first: "
+        "its seq)")]
+    created_at: Annotated[list[Stamp], Field(max_length=MAX_EVENTS_PER_PUSH)]
+    values: Annotated[list[Annotated[list[ValueText], Field(max_length=MAX_EVENTS_PER_PUSH)]],
+                      Field(max_length=1000, description="one column per key: that key's "
+                            "value in each body, as JSON text; a body is rebuilt as "
+                            "{\"key\":value,...} in the order of keys")]
+
+
 class PushRequest(Strict):
     protocol: Protocol
     idempotency_key: Id
@@ -108,6 +134,9 @@ class PushRequest(Strict):
         default=None, description="highest local event seq of the current replica; a server "
         "holding more of that replica answers REPLICA_BEHIND (the database was restored)")
     events: Annotated[list[EventIn], Field(max_length=MAX_EVENTS_PER_PUSH)] = []
+    event_groups: Annotated[list[EventGroup], Field(
+        max_length=MAX_EVENTS_PER_PUSH, description="protocol 2: more events, as columns; "
+        "a push's events are stored in ascending seq")] = []
     counters: Annotated[list[CounterIn], Field(max_length=MAX_COUNTERS_PER_PUSH)] = []
     docs: Annotated[list[DocIn], Field(max_length=MAX_DOCS_PER_PUSH)] = []
     status: TerminalStatus | None = None
@@ -210,6 +239,19 @@ class _EventTD(TypedDict):
 
 
 @with_config(_STRICT)
+class _EventGroupTD(TypedDict):
+    kind: Kind
+    replica_id: Id
+    keys: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=1000)]
+    event_id: Annotated[list[Id], Field(max_length=MAX_EVENTS_PER_PUSH)]
+    seq: Annotated[list[Annotated[int, Field(strict=True)]],
+                   Field(max_length=MAX_EVENTS_PER_PUSH)]
+    created_at: Annotated[list[Stamp], Field(max_length=MAX_EVENTS_PER_PUSH)]
+    values: Annotated[list[Annotated[list[ValueText], Field(max_length=MAX_EVENTS_PER_PUSH)]],
+                      Field(max_length=1000)]
+
+
+@with_config(_STRICT)
 class _CounterTD(TypedDict):
     counter_id: Annotated[str, Field(min_length=1, max_length=256)]
     replica_id: Id
@@ -245,6 +287,8 @@ class _PushTD(TypedDict):
     replica_id: Id
     replica_seq: NotRequired[_StrictCount | None]
     events: NotRequired[Annotated[list[_EventTD], Field(max_length=MAX_EVENTS_PER_PUSH)]]
+    event_groups: NotRequired[Annotated[list[_EventGroupTD],
+                                        Field(max_length=MAX_EVENTS_PER_PUSH)]]
     counters: NotRequired[Annotated[list[_CounterTD], Field(max_length=MAX_COUNTERS_PER_PUSH)]]
     docs: NotRequired[Annotated[list[_DocTD], Field(max_length=MAX_DOCS_PER_PUSH)]]
     status: NotRequired[_StatusTD | None]
@@ -264,7 +308,7 @@ def push_request(raw: bytes) -> dict[str, Any]:
     except ValueError:
         return push_dict(PushRequest.model_validate_json(raw))
     d.setdefault("replica_seq", None)
-    d["events"] = [e if len(e) == 8 else {**_ROW_DEFAULTS, **e} for e in d.get("events", ())]
+    d["events"] = _events(d["protocol"], d.get("events", []), d.pop("event_groups", None))
     d["counters"] = [c if len(c) == 6 else {**_ROW_DEFAULTS, **c}
                      for c in d.get("counters", ())]
     d.setdefault("docs", [])
@@ -278,12 +322,29 @@ def push_dict(req: PushRequest) -> dict[str, Any]:
     return {
         "protocol": req.protocol, "idempotency_key": req.idempotency_key,
         "store_id": req.store_id, "replica_id": req.replica_id, "replica_seq": req.replica_seq,
-        "events": [{"event_id": e.event_id, "replica_id": e.replica_id, "seq": e.seq,
-                    "kind": e.kind, "created_at": e.created_at, "body": e.body,
-                    "store_id": e.store_id, "tenant_id": e.tenant_id} for e in req.events],
+        "events": _events(req.protocol, [
+            {"event_id": e.event_id, "replica_id": e.replica_id, "seq": e.seq,
+             "kind": e.kind, "created_at": e.created_at, "body": e.body,
+             "store_id": e.store_id, "tenant_id": e.tenant_id} for e in req.events],
+            [g.model_dump() for g in req.event_groups]),
         "counters": [{"counter_id": c.counter_id, "replica_id": c.replica_id, "p": c.p,
                       "n": c.n, "store_id": c.store_id, "tenant_id": c.tenant_id}
                      for c in req.counters],
         "docs": [{"update_id": d.update_id, "doc": d.doc, "data": d.data} for d in req.docs],
         "status": None if req.status is None else req.status.model_dump(),
     }
+
+
+def _events(protocol: int, events: list[dict[str, Any]],
+            groups: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A push's events with every optional field present; protocol 2 groups unpacked and
+    merged in (ascending seq)."""
+    if groups:
+        if protocol < 2:
+            raise BadRequest("event_groups need sync protocol 2; send \"protocol\": 2",
+                             code="PROTOCOL_VERSION", supported=list(PROTOCOL_VERSIONS))
+        events = event_columns.merge(events, groups)
+        if len(events) > MAX_EVENTS_PER_PUSH:
+            raise BadRequest(f"{len(events)} events in one push; at most "
+                             f"{MAX_EVENTS_PER_PUSH}", code="BAD_EVENT")
+    return [e if len(e) == 8 else {**_ROW_DEFAULTS, **e} for e in events]

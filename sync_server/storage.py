@@ -710,9 +710,9 @@ class SqlServerStore(ABC):
             tx.upsert_counters(changed)
             self._set_seq(tx, tenant, store, seq)
             acked = max((int(e["seq"]) for e in events.values()), default=0)
-            resp = {"protocol": 1, "accepted": len(new), "duplicates": len(events) - len(new),
-                    "counters": len(changed), "docs": new_docs, "server_seq": seq,
-                    "acked_seq": acked}
+            resp = {"protocol": int(req.get("protocol", 1)), "accepted": len(new),
+                    "duplicates": len(events) - len(new), "counters": len(changed),
+                    "docs": new_docs, "server_seq": seq, "acked_seq": acked}
             tx.execute("UPDATE terminals SET last_push_at = ?, replica_id = ?, status = ? "
                        "WHERE terminal_id = ?",
                        (now, req["replica_id"], json.dumps(req.get("status") or {}),

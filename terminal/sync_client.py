@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from pharmacy import replication
+from pharmacy import event_columns, replication
 from pharmacy.clock import parse_iso
 from pharmacy.errors import BadInput, IntegrityFailure, PharmosError
 from pharmacy.store import Store
@@ -49,6 +49,7 @@ log = logging.getLogger("pharmos.sync")
 KEYRING_SERVICE = "pharmos"
 TOKEN_FILE = "sync-token"
 PROTOCOL = replication.SYNC_PROTOCOL
+PUSH_PROTOCOL = replication.PUSH_PROTOCOL
 USER_AGENT = "pharmos-terminal/0.1"
 # request bodies: the best gzip level (a day of sales: ~7 ms here, about 7% smaller than 6)
 UPLOAD_GZIP_LEVEL = 9
@@ -176,6 +177,7 @@ class SyncClient:
     transport: httpx.BaseTransport | None = None
     sleep: Callable[[float], None] = time.sleep
     rng: Callable[[], float] = random.random
+    push_protocol: int = PUSH_PROTOCOL  # falls back to 1 when head office speaks only 1
     stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "retries": 0,
                                                            "bytes_up": 0, "bytes_down": 0})
 
@@ -397,13 +399,24 @@ def _status_report(store: Store) -> dict[str, Any]:
             "version": USER_AGENT}
 
 
-def push_payload(store: Store, batch: replication.PushBatch) -> dict[str, Any]:
+def push_payload(store: Store, batch: replication.PushBatch,
+                 protocol: int = PUSH_PROTOCOL) -> dict[str, Any]:
+    """The push request of a page. Protocol 2 sends the events as columns (what does not
+    pack goes whole); protocol 1 sends every event whole, for a server that speaks only 1."""
+    groups: list[dict[str, Any]] = []
+    events = batch.events
+    if protocol >= 2:
+        groups, events = event_columns.pack(batch.events)
     # one key per payload: the retries of this request share it, a later push never does
-    return {"protocol": PROTOCOL, "idempotency_key": str(uuid.uuid4()),
-            "store_id": store.store_id, "replica_id": store.replica_id,
-            "replica_seq": replication.replica_seq(store.conn, store.replica_id),
-            "events": batch.events, "counters": batch.counters, "docs": batch.docs,
-            "status": _status_report(store)}
+    payload = {"protocol": protocol if groups else PROTOCOL,
+               "idempotency_key": str(uuid.uuid4()),
+               "store_id": store.store_id, "replica_id": store.replica_id,
+               "replica_seq": replication.replica_seq(store.conn, store.replica_id),
+               "events": events, "counters": batch.counters, "docs": batch.docs,
+               "status": _status_report(store)}
+    if groups:
+        payload["event_groups"] = groups
+    return payload
 
 
 def push_all(store: Store, client: SyncClient, result: SyncResult,
@@ -419,8 +432,14 @@ def push_all(store: Store, client: SyncClient, result: SyncResult,
         if batch.empty:
             return
         try:
-            client.push(push_payload(store, batch))
+            client.push(push_payload(store, batch, client.push_protocol))
         except SyncRejected as e:
+            if e.code == "PROTOCOL_VERSION" and client.push_protocol > PROTOCOL:
+                log.warning("head office speaks sync protocol %s; pushing with %s",
+                            e.details.get("supported"), PROTOCOL)
+                client.push_protocol = PROTOCOL
+                pending = batch
+                continue
             if repairs >= 6 or e.code not in ("REPLICA_FORKED", "COUNTER_REGRESSION",
                                                "REPLICA_BEHIND"):
                 raise

@@ -93,7 +93,7 @@ def error(r: httpx.Response) -> str:
 
 def test_health_and_openapi(srv: ServerProcess) -> None:
     h = httpx.get(srv.url + "/v1/health").json()
-    assert h["ok"] and h["protocols"] == [1]
+    assert h["ok"] and h["protocols"] == [1, 2]
     spec = httpx.get(srv.url + "/openapi.json").json()
     assert {"/v1/push", "/v1/pull", "/v1/enroll", "/v1/events/known"} <= set(spec["paths"])
     r = httpx.get(srv.url + "/v1/nope")
@@ -117,7 +117,7 @@ def test_push_and_pull_with_gzip_both_ways(shop: Shop) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/push", "/v1/pull", "/v1/enroll", "/v1/events/known"])
 def test_an_unknown_protocol_version_is_refused(shop: Shop, path: str) -> None:
-    for body in ({"protocol": 2}, {"protocol": 99, "whatever": [1, 2]},
+    for body in ({"protocol": 3}, {"protocol": 99, "whatever": [1, 2]},
                  {"protocol": True, "store_id": shop.store}):
         r = shop.http.post(path, json=body)
         assert r.status_code == 400 and error(r) == "PROTOCOL_VERSION", r.text

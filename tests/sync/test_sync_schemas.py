@@ -52,7 +52,7 @@ def test_integers_written_with_a_zero_fraction_take_the_slow_path() -> None:
 
 
 @pytest.mark.parametrize("over", [
-    {"replica_seq": True}, {"replica_seq": "7"}, {"replica_seq": -1}, {"protocol": 2},
+    {"replica_seq": True}, {"replica_seq": "7"}, {"replica_seq": -1}, {"protocol": 3},
     {"extra": 1}, {"idempotency_key": ""}, {"events": [{"event_id": "e"}]},
     {"events": [{**_body()["events"][0], "kind": "Sale"}]},
     {"events": [{**_body()["events"][0], "seq": 0}]},

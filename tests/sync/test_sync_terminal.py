@@ -3,6 +3,8 @@ restored and cloned data dirs, a restored server, revocation, status, publicatio
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import os
 import random
@@ -14,6 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import httpx
 import keyring
 import pytest
 
@@ -472,4 +475,80 @@ def test_days_offline_push_in_pages(tmp_path: Path, server: ServerProcess,
     res = a.sync()
     assert res.pushed > 2100
     assert a.status()["pending"] == {"events": 0, "counters": 0, "docs": 0}
+    assert_converged(hq, shop, [a], opening_ledger() + a.ledger)
+
+
+def _server_bodies(server: ServerProcess, shop: tuple[str, str]) -> dict[str, str]:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(server.db.removeprefix("sqlite:///"))) as c:
+        return dict(c.execute("SELECT event_id, body FROM events WHERE tenant_id = ? AND "
+                              "store_id = ? AND kind != 'doc_update'", shop).fetchall())
+
+
+def _local_bodies(t: Till) -> dict[str, str]:
+    with t.store() as s:
+        return dict(s.conn.execute("SELECT event_id, body FROM events").fetchall())
+
+
+def test_events_pushed_as_columns_arrive_byte_for_byte(tmp_path: Path, server: ServerProcess,
+                                                       shop: tuple[str, str]) -> None:
+    rng = random.Random(8)
+    a = till(tmp_path, server, shop, "aa")
+    a.sync()
+    for _ in range(30):
+        a.act(rng)
+    with a.store() as s:
+        batch = replication.collect_push(s)
+        payload = sync_client.push_payload(s, batch)
+    assert payload["protocol"] == 2 and payload["event_groups"]
+    assert len(payload["events"]) < len(batch.events)  # most went as columns
+    a.sync()
+    local = _local_bodies(a)
+    assert {k: v for k, v in _server_bodies(server, shop).items() if k in local} == local
+
+
+class _OnlyProtocol1(httpx.BaseTransport):
+    """Head office before protocol 2: refuses a push that names it, as that server did."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.pushes: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/push":
+            raw = request.read()
+            if request.headers.get("content-encoding") == "gzip":
+                raw = gzip.decompress(raw)
+            protocol = json.loads(raw)["protocol"]
+            self.pushes.append(protocol)
+            if protocol != 1:
+                return httpx.Response(400, json={"error": {
+                    "code": "PROTOCOL_VERSION", "message": f"sync protocol {protocol} is not "
+                    "supported by this server (it speaks [1]); update pharmos",
+                    "details": {"supported": [1]}}})
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_server_speaking_only_protocol_1_gets_whole_events(
+        tmp_path: Path, server: ServerProcess, shop: tuple[str, str],
+        hq: SqlServerStore) -> None:
+    rng = random.Random(9)
+    a = till(tmp_path, server, shop, "aa")
+    a.sync()
+    for _ in range(20):
+        a.act(rng)
+    transport = _OnlyProtocol1()
+    with a.store() as s:
+        c = sync_client.client_for(s, retries=1, backoff=0.005, transport=transport)
+        with c:
+            res = sync_client.sync(s, c)
+    assert res.pushed > 0 and transport.pushes[:2] == [2, 1]
+    assert set(transport.pushes[1:]) == {1}
+    assert a.status()["pending"] == {"events": 0, "counters": 0, "docs": 0}
+    local = _local_bodies(a)
+    assert {k: v for k, v in _server_bodies(server, shop).items() if k in local} == local
     assert_converged(hq, shop, [a], opening_ledger() + a.ledger)
