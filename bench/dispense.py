@@ -35,31 +35,31 @@ PRESCRIBER = {"name": "Dr. Maria Alvarez", "address": "1200 Main St, Austin TX 7
 
 
 def _prior_rows(store: Store, n: int) -> int:
-    """Bulk history: n past sales with a line, an allocation, a decision and an event each."""
+    """Bulk history: n past sales (each with its decision) with a line, an allocation and an
+    event each."""
     c = store.conn
     t0 = date(2025, 1, 1)
     with store.transaction():
-        dec, sales, lines, allocs, events = [], [], [], [], []
+        sales, lines, allocs, events = [], [], [], []
         for i in range(n):
             sid, did = new_id(), new_id()
             ts = (t0 + timedelta(minutes=i)).isoformat() + "T00:00:00Z"
-            dec.append((did, sid, ts, store.replica_id, "u", "allow", "[]", "[]", None, "{}"))
             sales.append((sid, ts, store.replica_id, "u", "otc", "US", None, None, None, 749, 62,
-                          811, did))
+                          811, did, ts, "[]", "[]", None, "{}"))
             lines.append((sid, 1, OTC["ndc"], 1, 749, 749))
             allocs.append((sid, 1, "00904672860:HIST", "HIST", "2025-12-31", 1))
             events.append((new_id(), store.replica_id, "sale", ts, "{}"))
         c.execute("INSERT OR IGNORE INTO batches VALUES ('00904672860:HIST', ?, 'HIST', "
                   "'2025-12-31', 'active', '2025-01-01', NULL, NULL, NULL, '2025-01-01')",
                   (OTC["ndc"],))
-        c.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", dec)
-        c.executemany("INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", sales)
+        c.executemany("INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                      "?, ?, ?)", sales)
         c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?)", lines)
         c.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?)", allocs)
         c.executemany("INSERT INTO events(event_id, replica_id, kind, created_at, body) "
                       "VALUES (?, ?, ?, ?, ?)", events)
     store.checkpoint()
-    return 5 * n
+    return 4 * n
 
 
 class _Checkpointer(threading.Thread):
@@ -82,7 +82,7 @@ class _Checkpointer(threading.Thread):
 
 def run(quick: bool = False) -> dict[str, Any]:
     n_sales = 300 if quick else 2000
-    n_prior = 20_000 if quick else 25_000  # ×5 rows each: 100k / 125k prior rows
+    n_prior = 25_000 if quick else 31_250  # ×4 rows each: 100k / 125k prior rows
     tmp = Path(tempfile.mkdtemp(prefix="pharmos-bench-"))
     store = Store.init(tmp / "term", "bench")
     try:
@@ -162,3 +162,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

@@ -321,7 +321,7 @@ def store_activities(store: Store, since: datetime, until: datetime) -> list[Act
         acts.append(Activity(user, _local(at, off), "dispense", qty, rx,
                              bool(sid and partial.get(sid))))
     for row in c.execute(
-            "SELECT created_at, user_id FROM decisions WHERE created_at >= ? AND created_at < ? "
+            "SELECT created_at, user_id FROM refusals WHERE created_at >= ? AND created_at < ? "
             "AND decision IN ('deny', 'hold')", (lo, hi)):
         acts.append(Activity(str(row["user_id"] or "unknown"), _local(row["created_at"], off),
                              "refusal"))

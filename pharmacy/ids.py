@@ -6,7 +6,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import NewType
 
@@ -50,7 +49,8 @@ class IdClock:
                 self._last_ms, self._seq = ms, 0
             value = ((ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | self._seq << 64
                      | 0x2 << 62 | self._node)
-        return str(uuid.UUID(int=value))
+        h = f"{value:032x}"  # the canonical 8-4-4-4-12 form, as str(uuid.UUID(int=value))
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _IDS = IdClock()

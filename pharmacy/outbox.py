@@ -8,6 +8,8 @@ from typing import Any
 
 from pharmacy.ids import new_id
 
+_BODY = json.JSONEncoder(separators=(",", ":"))  # compact, insertion order
+
 EVENT_KINDS = ("sale", "decision", "register", "movement", "batch", "batch_status", "product")
 
 
@@ -20,6 +22,6 @@ def append_event(
     eid = event_id or new_id()
     conn.execute(
         "INSERT INTO events(event_id, replica_id, kind, created_at, body) VALUES (?, ?, ?, ?, ?)",
-        (eid, replica_id, kind, created_at, json.dumps(body, separators=(",", ":"))),
+        (eid, replica_id, kind, created_at, _BODY.encode(body)),
     )
     return eid

@@ -177,21 +177,21 @@ class Dispenser:
             creq = self.build_request(req, resolved, at, jurisdiction, user)
             decision = self.gate.decide(creq)
             decision_id = new_id()
-            sale_id = new_id() if decision.allowed else None
-            record = creq.to_json()
-            if sale_id is not None:  # the sale rows hold the lines, Rx and patient
-                record = {k: record[k] for k in ("at", "offline", "user", "extra")}
-            c.execute(
-                "INSERT INTO decisions(decision_id, sale_id, created_at, replica_id, user_id, "
-                "decision, reasons, obligations, bundle_version, request) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (decision_id, sale_id, now_s, self.store.replica_id, user["id"],
-                 decision.decision, json.dumps([r.to_json() for r in decision.reasons]),
-                 json.dumps(list(decision.obligations)), decision.bundle_version,
-                 canonical_json(record)),
-            )
-            if sale_id is None:
+            if decision.allowed:
+                result = self._write_sale(c, new_id(), decision_id, decision, creq, resolved,
+                                          now_s)
+            else:
                 # a refused attempt travels on its own, with the request it refused
+                record = creq.to_json()
+                c.execute(
+                    "INSERT INTO refusals(decision_id, created_at, replica_id, user_id, "
+                    "decision, reasons, obligations, bundle_version, request) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (decision_id, now_s, self.store.replica_id, user["id"], decision.decision,
+                     json.dumps([r.to_json() for r in decision.reasons]),
+                     json.dumps(list(decision.obligations)), decision.bundle_version,
+                     canonical_json(record)),
+                )
                 outbox.append_event(c, self.store.replica_id, "decision", now_s, {
                     "decision_id": decision_id, "sale_id": None, "user_id": user["id"],
                     **decision.to_json(), "request": record,
@@ -200,24 +200,21 @@ class Dispenser:
                                            code=decision.reasons[0].code if decision.reasons
                                            else "COMPLIANCE_DENIED")
                 result = None
-            else:
-                result = self._write_sale(c, sale_id, decision_id, decision, req, resolved,
-                                          jurisdiction, user, at, now_s)
         if refused is not None:
             raise refused
         assert result is not None
         return result
 
     def _write_sale(self, c: sqlite3.Connection, sale_id: str, decision_id: str,
-                    decision: Decision, req: dict[str, Any], resolved: list[ResolvedLine],
-                    jurisdiction: str, user: dict[str, Any], at: datetime,
+                    decision: Decision, creq: ComplianceRequest, resolved: list[ResolvedLine],
                     now_s: str) -> SaleResult:
         replica = self.store.replica_id
+        user, rx, at_s = creq.user, creq.rx, iso(creq.at)
         patient_id = None
-        if req.get("patient") is not None:
-            patient_id = self.phi.upsert(req["patient"], user["id"])
-        rx = req.get("rx")
+        if creq.patient is not None:
+            patient_id = self.phi.upsert(creq.patient, user["id"])
         kind = "rx" if rx is not None else "otc"
+        rx_number = None if rx is None else rx.get("rx_number")
         subtotal = tax = 0
         line_rows, alloc_rows = [], []
         for r in resolved:
@@ -229,13 +226,20 @@ class Dispenser:
             for a in r.allocations:
                 alloc_rows.append((sale_id, r.line_no, a.batch_id, a.lot, a.expiry, a.qty))
         total = subtotal + tax
-        rx_json = None if rx is None else canonical_json(rx)
+        decided = decision.to_json()
+        # the decision is kept on the sale row; of its request, only what the row lacks
+        request = {"at": creq.at.isoformat(), "offline": creq.offline, "user": user,
+                   "extra": creq.extra}
         c.execute(
             "INSERT INTO sales(sale_id, created_at, replica_id, user_id, kind, jurisdiction, "
-            "patient_id, rx, rx_number, subtotal_cents, tax_cents, total_cents, decision_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (sale_id, iso(at), replica, user["id"], kind, jurisdiction, patient_id, rx_json,
-             None if rx is None else rx.get("rx_number"), subtotal, tax, total, decision_id),
+            "patient_id, rx, rx_number, subtotal_cents, tax_cents, total_cents, decision_id, "
+            "decided_at, reasons, obligations, bundle_version, decision_request) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sale_id, at_s, replica, user["id"], kind, creq.jurisdiction, patient_id,
+             None if rx is None else canonical_json(rx), rx_number, subtotal, tax, total,
+             decision_id, now_s, json.dumps(decided["reasons"]),
+             json.dumps(decided["obligations"]), decision.bundle_version,
+             canonical_json(request)),
         )
         c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?)", line_rows)
         c.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?)", alloc_rows)
@@ -251,17 +255,16 @@ class Dispenser:
                     "ndc": r.product.ndc, "name": r.product.name,
                     "schedule": r.product.dea_schedule, "batch_id": a.batch_id, "lot": a.lot,
                     "expiry": a.expiry, "qty": a.qty, "sale_id": sale_id,
-                    "patient_id": patient_id, "user_id": user["id"],
-                    "rx_number": None if rx is None else rx.get("rx_number"),
+                    "patient_id": patient_id, "user_id": user["id"], "rx_number": rx_number,
                     "prescriber_dea": None if rx is None else
                     (rx.get("prescriber") or {}).get("dea"),
                 })
                 reg += 1
         # the sale carries its own decision; the request's inputs are the sale itself
         outbox.append_event(c, replica, "sale", now_s, {
-            "sale_id": sale_id, "created_at": iso(at), "user_id": user["id"], "kind": kind,
-            "jurisdiction": jurisdiction, "patient_id": patient_id, "decision_id": decision_id,
-            "decision": {**decision.to_json(), "offline": bool(req.get("offline"))},
+            "sale_id": sale_id, "created_at": at_s, "user_id": user["id"], "kind": kind,
+            "jurisdiction": creq.jurisdiction, "patient_id": patient_id,
+            "decision_id": decision_id, "decision": {**decided, "offline": creq.offline},
             "subtotal_cents": subtotal, "tax_cents": tax, "total_cents": total,
             "rx": None if rx is None else {k: v for k, v in rx.items() if k != "patient"},
             "lines": [{"line_no": lr[1], "ndc": lr[2], "qty": lr[3], "unit_price_cents": lr[4]}

@@ -280,21 +280,37 @@ def migrate(conn: sqlite3.Connection) -> int:
             "INSERT INTO schema_migrations VALUES (?, ?, 'before-ledger')",
             [(v, n) for v, n, _ in migrations if v in applied],
         )
+    foreign_keys = int(conn.execute("PRAGMA foreign_keys").fetchone()[0])
     for version, name, sql in migrations:
         if version in applied:
             continue
-        conn.execute("BEGIN IMMEDIATE")
+        # Enforcement is off while a migration runs, so that a table can be rebuilt under the
+        # tables that reference it (https://sqlite.org/lang_altertable.html#otheralter); the
+        # keys are checked before the migration commits.
+        conn.execute("PRAGMA foreign_keys=OFF")
         try:
-            for stmt in _split_sql(sql):
-                conn.execute(stmt)
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, datetime('now'))", (version, name)
-            )
-            conn.execute(f"PRAGMA user_version = {max(version, current)}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _split_sql(sql):
+                    conn.execute(stmt)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchmany(3)
+                if broken:
+                    raise StoreError(
+                        f"migration {name} leaves rows whose foreign keys do not match: "
+                        f"{[tuple(r) for r in broken]}",
+                        code="MIGRATION_FOREIGN_KEY",
+                    )
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, datetime('now'))",
+                    (version, name),
+                )
+                conn.execute(f"PRAGMA user_version = {max(version, current)}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.execute(f"PRAGMA foreign_keys={foreign_keys}")
         current = max(version, current)
     return current
 

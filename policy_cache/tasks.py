@@ -46,9 +46,10 @@ def tasks(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
         "SELECT rx_number, kind FROM policy_followups")}
     out: list[dict[str, Any]] = []
     rows = store.conn.execute(
-        "SELECT d.decision_id, d.sale_id, d.created_at, d.obligations, d.request, s.rx "
-        "FROM decisions d LEFT JOIN sales s ON s.sale_id = d.sale_id "
-        "WHERE d.obligations LIKE '%task:%' ORDER BY d.created_at").fetchall()
+        "SELECT decision_id, sale_id, decided_at, obligations, decision_request, rx FROM sales "
+        "WHERE obligations LIKE '%task:%' UNION ALL "
+        "SELECT decision_id, NULL, created_at, obligations, request, NULL FROM refusals "
+        "WHERE obligations LIKE '%task:%' ORDER BY 3").fetchall()
     for decision_id, sale_id, created_at, obligations, request, sale_rx in rows:
         # a sale's decision keeps a compact request: its Rx is on the sale row
         rx = json.loads(sale_rx) if sale_rx else (json.loads(request).get("rx") or {})

@@ -159,3 +159,63 @@ def test_check_decides_without_writing(stocked: Store) -> None:
         {"lines": [{"ndc": "0406-0552-01", "qty": 1}]})
     assert decision.decision == "deny"
     assert _counts(stocked) == before
+
+
+class Overridden:
+    """Allows, or refuses, with one rule a pharmacist overrode."""
+
+    engine = "test"
+
+    def __init__(self, outcome: str) -> None:
+        self.outcome = outcome
+
+    def decide(self, request: ComplianceRequest) -> Decision:
+        return Decision(self.outcome, (  # type: ignore[arg-type]
+            Reason("RULE_X", "overridden", "cite", "info", True, "r-x", 1, "ph-ana"),),
+            ("register_entry", "task:notify_prescriber"), "t2")
+
+
+def test_allowed_sale_keeps_its_decision_readable_as_before(stocked: Store) -> None:
+    d = Dispenser(stocked, Overridden("allow"))
+    sold = d.sell({"lines": [{"ndc": "0904-6728-60", "qty": 1}], "user": USER,
+                   "rx": {"rx_number": "RX7"}, "offline": True, "note": "n1"})
+    c = stocked.conn
+    row = dict(c.execute("SELECT * FROM decisions WHERE sale_id = ?",
+                         (sold.sale_id,)).fetchone())
+    assert row["decision_id"] == sold.decision_id and row["decision"] == "allow"
+    assert row["created_at"] == "2026-11-02T15:00:00.000000Z"
+    assert json.loads(row["reasons"]) == [r.to_json() for r in sold.decision.reasons]
+    assert json.loads(row["obligations"]) == ["register_entry", "task:notify_prescriber"]
+    assert row["bundle_version"] == "t2" and row["user_id"] == USER["id"]
+    # the request keeps what the sale row does not hold
+    assert json.loads(row["request"]) == {"at": "2026-11-02T15:00:00+00:00", "offline": True,
+                                          "user": USER, "extra": {"note": "n1"}}
+    assert c.execute("SELECT COUNT(*) FROM refusals").fetchone()[0] == 0
+    # the override is audited, the offline units are counted, the task is open
+    audit = c.execute("SELECT user_id, subject, detail FROM audit_log "
+                      "WHERE action = 'policy.override'").fetchall()
+    assert [tuple(a)[:2] for a in audit] == [("ph-ana", sold.decision_id)]
+    assert json.loads(audit[0][2]) == {
+        "code": "RULE_X", "rule_id": "r-x", "message": "overridden", "sale_id": sold.sale_id,
+        "requested_by": USER["id"], "bundle_version": "t2"}
+    assert tuple(c.execute("SELECT day, ndc, units FROM offline_usage").fetchone()) == (
+        "2026-11-02", "0904-6728-60", 1)
+    from policy_cache.tasks import tasks
+
+    assert [(t["task"], t["sale_id"], t["rx_number"]) for t in tasks(stocked)] == [
+        ("task:notify_prescriber", sold.sale_id, "RX7")]
+
+
+def test_refused_attempt_is_recorded_with_its_request(stocked: Store) -> None:
+    with pytest.raises(ComplianceDenied):
+        Dispenser(stocked, Overridden("deny")).sell(
+            {"lines": [{"ndc": "0904-6728-60", "qty": 1}], "user": USER})
+    c = stocked.conn
+    row = dict(c.execute("SELECT * FROM decisions").fetchone())
+    assert row["decision"] == "deny" and row["sale_id"] is None
+    assert json.loads(row["request"])["lines"][0]["ndc"] == "0904-6728-60"
+    assert [r[0] for r in c.execute("SELECT decision_id FROM refusals")] == [row["decision_id"]]
+    detail = c.execute("SELECT detail FROM audit_log WHERE action = 'policy.override'"
+                       ).fetchone()[0]
+    assert json.loads(detail)["sale_id"] is None
+    assert c.execute("SELECT COUNT(*) FROM offline_usage").fetchone()[0] == 0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -111,3 +112,94 @@ def test_a_migration_numbered_below_the_current_version_is_still_applied(
     versions = [r[0] for r in c.execute("SELECT version FROM schema_migrations ORDER BY 1")]
     assert versions == sorted(v for v, _, _ in real)
     store_mod.migrate(c)  # idempotent
+
+
+def test_a_schema_7_database_keeps_its_decisions_when_upgraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0008 moves an allowed sale's decision onto its sale row and a refused attempt's into
+    `refusals`; the view `decisions` reads exactly the rows the table held."""
+    from pharmacy import catalog, inventory
+    from pharmacy import store as store_mod
+    from pharmacy.compliance import InterimGate
+    from pharmacy.sales import Dispenser
+
+    real = store_mod._migrations()
+    with monkeypatch.context() as m:
+        m.setattr(store_mod, "_migrations", lambda: [x for x in real if x[0] <= 7])
+        old = Store.init(tmp_path / "term", "store-1")
+    assert old.conn.execute("PRAGMA user_version").fetchone()[0] == 7
+    catalog.upsert_products(old, [catalog.product_from_json(
+        {"ndc": "0904-6728-60", "name": "Ibuprofen 200 mg tablets 100s", "price": "7.49"})])
+    inventory.receive(old, [{"ndc": "0904-6728-60", "lot": "L1", "expiry": "2030-01-31",
+                             "qty": 10}])
+    rid = old.replica_id
+    override = json.dumps([{"code": "RULE_X", "message": "m", "citation": None,
+                            "severity": "info", "overridable": True, "rule_id": "r-x",
+                            "line_no": 1, "overridden_by": "ph-ana"}])
+    request = '{"at":"2026-11-02T15:00:00+00:00","extra":{},"offline":true,"user":{"id":"u-1"}}'
+    c = old.conn
+    with old.transaction():  # as pharmos wrote a sale and a refused attempt before 0008
+        c.execute("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  ("d-1", "s-1", "2026-11-02T15:00:01.000000Z", rid, "u-1", "allow", override,
+                   '["register_entry"]', "b1", request))
+        c.execute("INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  ("s-1", "2026-11-02T15:00:00.000000Z", rid, "u-1", "rx", "US", "pt-1",
+                   '{"rx_number":"RX1"}', "RX1", 749, 62, 811, "d-1"))
+        c.execute("INSERT INTO sale_lines VALUES ('s-1', 1, '0904-6728-60', 1, 749, 749)")
+        c.execute("INSERT INTO allocations VALUES "
+                  "('s-1', 1, '00904672860:L1', 'L1', '2030-01-31', 1)")
+        c.execute("INSERT INTO tenders VALUES "
+                  "('t-1', 's-1', '2026-11-02T15:00:02Z', 'u-1', 'cash', 811, 1000, 189, NULL)")
+        c.execute("INSERT INTO decisions VALUES (?, NULL, ?, ?, ?, 'deny', '[]', '[]', ?, ?)",
+                  ("d-2", "2026-11-02T15:01:00.000000Z", rid, "u-1", "b1",
+                   '{"lines":[{"ndc":"0904-6728-60"}]}'))
+    before = [tuple(r) for r in c.execute("SELECT * FROM decisions ORDER BY decision_id")]
+    audit = [tuple(r) for r in c.execute("SELECT * FROM audit_log")]
+    usage = [tuple(r) for r in c.execute("SELECT * FROM offline_usage")]
+    assert len(audit) == 1 and usage == [("2026-11-02", "0904-6728-60", 1)]
+    old.close()
+
+    with Store.open(tmp_path / "term") as new:
+        c = new.conn
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert [tuple(r) for r in c.execute("SELECT * FROM decisions ORDER BY decision_id")
+                ] == before
+        assert tuple(c.execute("SELECT decision_id, decided_at, bundle_version, rx_number, "
+                               "total_cents FROM sales").fetchone()) == (
+            "d-1", "2026-11-02T15:00:01.000000Z", "b1", "RX1", 811)
+        assert [r[0] for r in c.execute("SELECT decision_id FROM refusals")] == ["d-2"]
+        assert [tuple(r) for r in c.execute("SELECT * FROM audit_log")] == audit
+        assert [tuple(r) for r in c.execute("SELECT * FROM offline_usage")] == usage
+        assert {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE tbl_name = "
+                                        "'sales' AND type = 'index' AND sql IS NOT NULL")} == {
+            "sales_patient", "sales_rx"}
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            c.execute("INSERT INTO sale_lines VALUES ('nope', 1, '0904-6728-60', 1, 1, 1)")
+        sold = Dispenser(new, InterimGate()).sell(
+            {"lines": [{"ndc": "0904-6728-60", "qty": 1}], "user": {"id": "u-1"}})
+        assert c.execute("SELECT decision FROM decisions WHERE sale_id = ?",
+                         (sold.sale_id,)).fetchone()[0] == "allow"
+
+
+def test_a_migration_that_breaks_a_foreign_key_is_rolled_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pharmacy import store as store_mod
+
+    real = store_mod._migrations()
+    bad = (99, "0099_bad.sql",
+           "CREATE TABLE bad_branch (x INTEGER);\n"
+           "INSERT INTO sale_lines VALUES ('no-such-sale', 1, '0904-6728-60', 1, 1, 1);")
+    monkeypatch.setattr(store_mod, "_migrations", lambda: [*real, bad])
+    c = store.conn
+    with pytest.raises(StoreError) as e:
+        store_mod.migrate(c)
+    assert e.value.code == "MIGRATION_FOREIGN_KEY"
+    assert not c.in_transaction
+    assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert c.execute("SELECT name FROM sqlite_master WHERE name = 'bad_branch'").fetchone() is None
+    assert c.execute("SELECT COUNT(*) FROM sale_lines").fetchone()[0] == 0
