@@ -14,7 +14,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -70,6 +70,7 @@ class Store:
         self.clock = clock
         self._depth = 0
         self._lock = threading.RLock()
+        self.on_commit: list[Callable[[], None]] = []  # called after each outermost COMMIT
         self.identity = self._load_identity()
 
     # ---- opening -------------------------------------------------------------------------
@@ -162,6 +163,8 @@ class Store:
             self._depth -= 1
             if depth == 0:
                 self.conn.execute("COMMIT")
+                for hook in self.on_commit:
+                    hook()
             else:
                 self.conn.execute(f"RELEASE sp{depth}")
 

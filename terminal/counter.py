@@ -18,10 +18,11 @@ from pharmacy import catalog, checkout, gs1, inventory, print_queue, register, r
 from pharmacy.compliance import ComplianceGate
 from pharmacy.errors import BadInput, NotFound, PharmosError, UnknownProduct
 from pharmacy.gs1 import ScanData, parse_scan
+from pharmacy.maintenance import IdleCheckpointer
 from pharmacy.money import fmt
 from pharmacy.phi import FileKeyProvider, KeyProvider, PhiVault
 from pharmacy.sales import Dispenser, sale_record
-from pharmacy.store import Store
+from pharmacy.store import DB_NAME, Store
 from terminal import integrations, wiring
 
 
@@ -88,6 +89,7 @@ class Counter:
     cart: checkout.Cart = field(default_factory=checkout.Cart)
     offline: bool = False
     last_sale_id: str | None = None
+    checkpointer: IdleCheckpointer | None = None
     dispenser: Dispenser = field(init=False)
 
     def __post_init__(self) -> None:
@@ -107,9 +109,12 @@ class Counter:
             if receipt_printer is None:
                 receipt_printer, default_label = devices.open_printers(store, cfg)
                 label_printer = label_printer or default_label
-            return cls(store, gate or wiring.compliance_gate(store),
-                       FileKeyProvider(store.data_dir), receipt_printer,
-                       label_printer or receipt_printer, parser)
+            counter = cls(store, gate or wiring.compliance_gate(store),
+                          FileKeyProvider(store.data_dir), receipt_printer,
+                          label_printer or receipt_printer, parser)
+            counter.checkpointer = IdleCheckpointer(store.data_dir / DB_NAME).start()
+            store.on_commit.append(counter.checkpointer.touch)
+            return counter
         except BaseException:
             store.close()
             raise
@@ -120,6 +125,8 @@ class Counter:
             closer = getattr(p, "close", None)
             if closer is not None:
                 closer()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.store.close()
 
     # ---- session ------------------------------------------------------------------------------
