@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -134,6 +135,7 @@ def ndc_digits_from_gtin(gtin: Gtin) -> str | None:
     return gtin[3:13]
 
 
+@functools.lru_cache(maxsize=4096)  # every line of every sale: a pure function of the text
 def classify_identifier(text: str) -> tuple[str, str]:
     """Return (kind, normalized) for an NDC or GTIN typed or scanned at the counter.
 

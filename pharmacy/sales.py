@@ -237,8 +237,8 @@ class Dispenser:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (sale_id, at_s, replica, user["id"], kind, creq.jurisdiction, patient_id,
              None if rx is None else canonical_json(rx), rx_number, subtotal, tax, total,
-             decision_id, now_s, json.dumps(decided["reasons"]),
-             json.dumps(decided["obligations"]), decision.bundle_version,
+             decision_id, now_s, _json_list(decided["reasons"]),
+             _json_list(decided["obligations"]), decision.bundle_version,
              canonical_json(request)),
         )
         c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?)", line_rows)
@@ -319,3 +319,7 @@ def sale_record(conn: sqlite3.Connection, sale_id: str) -> dict[str, Any]:
             for ln in lines
         ],
     }
+
+
+def _json_list(items: list[Any]) -> str:
+    return json.dumps(items) if items else "[]"  # an allowed sale's are usually empty
