@@ -23,7 +23,7 @@ recorded them in), whether they came in groups or whole.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import accumulate
+from itertools import accumulate, repeat
 from typing import Any
 
 from pydantic_core import from_json, to_json
@@ -44,13 +44,16 @@ def _key_texts(keys: Sequence[str]) -> list[str]:
 
 
 def _join_columns(keys: Sequence[str], values: Sequence[Sequence[str]], n: int) -> list[str]:
-    """Each row's body text: ``join`` done a column at a time (the push hot path)."""
+    """Each row's body text: ``join`` done a row at a time over the columns interleaved with
+    the key texts (the push hot path)."""
     if not keys:
         return ["{}"] * n
-    cols = [[k + v for v in col] for k, col in zip(_key_texts(keys), values, strict=True)]
-    cols[0] = ["{" + v for v in cols[0]]
-    cols[-1] = [v + "}" for v in cols[-1]]
-    return [",".join(row) for row in zip(*cols, strict=True)]
+    parts: list[Iterable[str]] = []
+    for i, (k, col) in enumerate(zip(_key_texts(keys), values, strict=True)):
+        parts.append(repeat(("{" if i == 0 else ",") + k))
+        parts.append(col)
+    parts.append(repeat("}"))
+    return ["".join(row) for row in zip(*parts, strict=False)]  # repeat() never ends
 
 
 def pack(events: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -96,18 +99,28 @@ def _split(e: Mapping[str, Any]) -> tuple[tuple[str, ...], list[str]] | None:
     return (keys, values) if join(keys, values) == text else None
 
 
-def unpack(groups: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Groups → events with their body text, in group order. Raises ``BadInput``
-    (``BAD_EVENT``) naming the group for columns that do not line up."""
+def unpack(groups: Sequence[Mapping[str, Any]],
+           defaults: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Groups → events with their body text, in group order; each event also carries
+    ``defaults`` (fields the groups do not send). Raises ``BadInput`` (``BAD_EVENT``) naming
+    the group for columns that do not line up."""
+    return _unpack(groups, defaults)[0]
+
+
+def _unpack(groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any] | None
+            ) -> tuple[list[dict[str, Any]], bool]:
+    """(events, whether they are in ascending seq)."""
     out: list[dict[str, Any]] = []
+    ascending = True
+    extra = dict(defaults or {})
     for gi, g in enumerate(groups, 1):
         where = f"event group {gi} ({g.get('kind')})"
-        ids, seqs, stamps = g["event_id"], g["seq"], g["created_at"]
+        ids, deltas, stamps = g["event_id"], g["seq"], g["created_at"]
         keys, values = g["keys"], g["values"]
         n = len(ids)
-        if len(seqs) != n or len(stamps) != n:
+        if len(deltas) != n or len(stamps) != n:
             raise BadInput(f"{where}: event_id, seq and created_at must have the same length "
-                           f"({n}, {len(seqs)}, {len(stamps)})", code="BAD_EVENT")
+                           f"({n}, {len(deltas)}, {len(stamps)})", code="BAD_EVENT")
         if len(values) != len(keys):
             raise BadInput(f"{where}: {len(keys)} keys but {len(values)} value columns",
                            code="BAD_EVENT")
@@ -118,7 +131,7 @@ def unpack(groups: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 raise BadInput(f"{where}: column {k!r} has {len(col)} values for {n} events",
                                code="BAD_EVENT")
         texts = _join_columns(keys, values, n)
-        seqs = list(accumulate(seqs))
+        seqs = list(accumulate(deltas))
         if seqs and not (min(seqs) >= 1 and max(seqs) <= 2**53):
             i = next(i for i, x in enumerate(seqs) if not 1 <= x <= 2**53)
             raise BadInput(f"{where}: event {i + 1} has seq {seqs[i]}, outside 1..2^53",
@@ -127,16 +140,23 @@ def unpack(groups: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             i = next(i for i, t in enumerate(texts) if len(t) > MAX_BODY_CHARS)
             raise BadInput(f"{where}: event {i + 1} has a body over {MAX_BODY_CHARS} "
                            "characters", code="BAD_EVENT")
+        if seqs and ((out and out[-1]["seq"] > seqs[0]) or min(deltas[1:], default=0) < 0):
+            ascending = False
         kind, replica = g["kind"], g["replica_id"]
         out.extend({"event_id": eid, "replica_id": replica, "seq": seq, "kind": kind,
-                    "created_at": at, "body": text}
+                    "created_at": at, "body": text, **extra}
                    for eid, seq, at, text in zip(ids, seqs, stamps, texts, strict=True))
-    return out
+    return out, ascending
 
 
-def merge(whole: Sequence[Mapping[str, Any]], groups: Sequence[Mapping[str, Any]]
-          ) -> list[dict[str, Any]]:
-    """A protocol 2 push's events, whole and grouped, in ascending seq (stable)."""
-    events = [dict(e) for e in whole] + unpack(groups)
+def merge(whole: Sequence[Mapping[str, Any]], groups: Sequence[Mapping[str, Any]],
+          defaults: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A protocol 2 push's events, whole and grouped, in ascending seq (stable); each starts
+    from ``defaults`` (fields an event may leave out)."""
+    grouped, ascending = _unpack(groups, defaults)
+    if not whole and ascending:
+        return grouped
+    base = dict(defaults or {})
+    events = [{**base, **e} for e in whole] + grouped
     events.sort(key=lambda e: int(e["seq"]))
     return events

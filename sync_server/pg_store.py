@@ -41,13 +41,14 @@ class _PgTx(Tx):
 
     def upsert_counters(self, rows: Sequence[tuple[str, str, str, str, int, int, int]]
                         ) -> None:
-        # one statement for all rows (a day touches dozens of counters)
+        # one statement for all rows (a day touches dozens of counters); the arrays go in
+        # binary, which psycopg writes without escaping each element
         if rows:
             cols = list(zip(*rows, strict=True))
-            self.execute(f"INSERT INTO counters({_COUNTER_COLUMNS}) SELECT * FROM "
-                         "unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], "
-                         f"?::bigint[], ?::bigint[]) {_COUNTER_UPSERT}",
-                         [list(c) for c in cols])
+            self.cur.execute(f"INSERT INTO counters({_COUNTER_COLUMNS}) SELECT * FROM "
+                             "unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
+                             f"%b::bigint[], %b::bigint[], %b::bigint[]) {_COUNTER_UPSERT}",
+                             [list(c) for c in cols])
 
     def insert_rows(self, table: str, columns: Sequence[str],
                     rows: Sequence[Sequence[Any]]) -> None:

@@ -343,8 +343,9 @@ def _events(protocol: int, events: list[dict[str, Any]],
         if protocol < 2:
             raise BadRequest("event_groups need sync protocol 2; send \"protocol\": 2",
                              code="PROTOCOL_VERSION", supported=list(PROTOCOL_VERSIONS))
-        events = event_columns.merge(events, groups)
+        events = event_columns.merge(events, groups, _ROW_DEFAULTS)
         if len(events) > MAX_EVENTS_PER_PUSH:
             raise BadRequest(f"{len(events)} events in one push; at most "
                              f"{MAX_EVENTS_PER_PUSH}", code="BAD_EVENT")
+        return events
     return [e if len(e) == 8 else {**_ROW_DEFAULTS, **e} for e in events]

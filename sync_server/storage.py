@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from importlib import resources
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from pydantic_core import from_json, to_json
@@ -193,6 +194,16 @@ def _validate_body(kind: str, body: Mapping[str, Any], where: str) -> None:
             need(k, str)
         need("seq", int)
         need("qty", int)
+
+
+# the body of an event the server does not read: opaque, stored byte for byte
+_OPAQUE: Mapping[str, Any] = MappingProxyType({})
+
+
+def _may_name_scope(text: str) -> bool:
+    """Whether JSON text may hold a ``store_id`` or ``tenant_id`` key: it names one, or it
+    has a ``\\u`` escape that could spell one (such a body is parsed, not taken as opaque)."""
+    return '"store_id"' in text or '"tenant_id"' in text or "\\u" in text
 
 
 def _json_text(body: Mapping[str, Any]) -> str:
@@ -495,19 +506,22 @@ class SqlServerStore(ABC):
         return out
 
     # ---- push ---------------------------------------------------------------------------------
-    def _check_scope(self, term: Terminal, req: Mapping[str, Any]) -> None:
+    def _check_scope(self, term: Terminal, req: Mapping[str, Any],
+                     bodies: Sequence[Mapping[str, Any]]) -> None:
+        """The request, its rows and its events' bodies (``bodies``, parsed as far as the
+        server reads them) name no other store or tenant."""
         if req.get("store_id") != term.store_id:
             raise Forbidden(f"this terminal belongs to store {term.store_id!r}, not "
                             f"{req.get('store_id')!r}", code="SCOPE_VIOLATION")
         ok_store, ok_tenant = (None, term.store_id), (None, term.tenant_id)
         for section in ("events", "counters"):
             for i, row in enumerate(req.get(section) or ()):
-                if row.get("store_id") in ok_store and row.get("tenant_id") in ok_tenant:
-                    body = row.get("body") if section == "events" else None
-                    if not body or (body.get("store_id") in ok_store
-                                    and body.get("tenant_id") in ok_tenant):
-                        continue  # the common case: nothing names another store
-                holders = (row, row.get("body")) if section == "events" else (row,)
+                body = bodies[i] if section == "events" else None
+                if row.get("store_id") in ok_store and row.get("tenant_id") in ok_tenant and (
+                        not body or (body.get("store_id") in ok_store
+                                     and body.get("tenant_id") in ok_tenant)):
+                    continue  # the common case: nothing names another store
+                holders = (row, body or {}) if section == "events" else (row,)
                 for holder in holders:
                     if holder.get("store_id") not in ok_store or \
                             holder.get("tenant_id") not in ok_tenant:
@@ -541,60 +555,83 @@ class SqlServerStore(ABC):
         return hashlib.sha256("".join(parts).encode()).hexdigest()
 
     @staticmethod
-    def _parse_bodies(req: Mapping[str, Any]) -> dict[str, Any]:
-        """Event bodies arrive as JSON text (stored byte for byte) or, from Python callers,
-        as dicts. Each must be a JSON object."""
-        events = []
-        for i, e in enumerate(req.get("events") or ()):
+    def _parse_bodies(events: Sequence[Mapping[str, Any]]
+                      ) -> tuple[list[str], list[Mapping[str, Any]]]:
+        """(text to store, body as the server reads it) of each event. Bodies arrive as JSON
+        text (stored byte for byte) or, from Python callers, as dicts. Each must be a JSON
+        object; one the server does not read is not parsed (read as empty)."""
+        texts = [e["body"] for e in events]
+        if (set(map(type, texts)) == {str} and not {e["kind"] for e in events} & READ_KINDS
+                and {t[:1] for t in texts} == {"{"} and {t[-1:] for t in texts} == {"}"}):
+            # the common case, checked for the whole page at once: text bodies of kinds the
+            # server does not read, none naming a store or tenant (not even with an escape)
+            joined = "\n".join(texts)
+            if not _may_name_scope(joined):
+                return texts, [_OPAQUE] * len(texts)
+        texts = []
+        parsed_bodies: list[Mapping[str, Any]] = []
+        for i, e in enumerate(events):
             body = e["body"]
             if isinstance(body, str):
                 text = body
-                if e["kind"] in READ_KINDS or '"store_id"' in text or '"tenant_id"' in text:
+                if e["kind"] in READ_KINDS or _may_name_scope(text):
                     try:
                         parsed = from_json(text)
                     except ValueError:
                         parsed = None
                 elif text[:1] == "{" and (text[-1:] == "}" or text.rstrip()[-1:] == "}"):
-                    parsed = {}  # opaque to the server: stored byte for byte
+                    parsed = _OPAQUE  # stored byte for byte
                 else:
                     parsed = None
             else:
                 parsed, text = body, None
-            if not isinstance(parsed, dict):
+            if parsed is not _OPAQUE and not isinstance(parsed, dict):
                 raise BadRequest(f"event {i + 1} ({e.get('event_id')}): the body must be a "
                                  "JSON object", code="BAD_EVENT")
-            events.append({**e, "body": parsed, "_text": text if text is not None
-                           else _json_text(parsed)})
-        return {**req, "events": events}
+            texts.append(text if text is not None else _json_text(parsed))
+            parsed_bodies.append(parsed)
+        return texts, parsed_bodies
 
     def push(self, term: Terminal, req: Mapping[str, Any]) -> dict[str, Any]:
-        req = self._parse_bodies(req)
-        self._check_scope(term, req)
+        evs: Sequence[Mapping[str, Any]] = req.get("events") or ()
+        texts, bodies = self._parse_bodies(evs)
+        self._check_scope(term, req, bodies)
         tenant, store = term.tenant_id, term.store_id
         now = iso(self.clock())
         # ---- validate everything before touching the database
-        events: dict[str, Mapping[str, Any]] = {}
+        events: dict[str, int] = {}  # event id -> index of its first occurrence
+        by_replica: dict[str, dict[int, str]] = {}  # replica -> local seq -> event id
         slots: dict[tuple[str, int], str] = {}
-        hq_kinds, hq, kind_ok = HQ_KINDS, HQ_PREFIX, _KIND.match
-        for i, e in enumerate(req.get("events") or ()):
+        kinds_ok: set[str] = set()
+        replicas_ok: set[str] = set()
+        acked = 0
+        hq_kinds, hq, kind_ok, read_kinds = HQ_KINDS, HQ_PREFIX, _KIND.match, READ_KINDS
+        for i, e in enumerate(evs):
             kind, eid, replica = e["kind"], e["event_id"], e["replica_id"]
-            if not kind_ok(kind):
-                raise BadRequest(f"event {i + 1} ({eid}): kind {kind!r} is not an event kind",
-                                 code="BAD_EVENT_KIND")
-            if kind in hq_kinds:
-                raise Forbidden(f"event {i + 1} ({eid}): only head office writes {kind} events",
-                                code="FORBIDDEN_KIND")
-            if replica.startswith(hq):
-                raise Forbidden(f"event {i + 1} ({eid}): replica ids starting with {hq!r} "
-                                "belong to head office", code="RESERVED_REPLICA")
-            if kind in READ_KINDS:  # the only bodies _validate_body looks into
-                _validate_body(kind, e["body"], f"event {i + 1} ({eid})")
-            slot = (replica, int(e["seq"]))
-            if slots.setdefault(slot, eid) != eid:
-                raise BadRequest(f"event {i + 1} ({eid}): two events claim seq {slot[1]} of "
-                                 f"replica {slot[0]}", code="BAD_EVENT")
+            if kind not in kinds_ok:
+                if not kind_ok(kind):
+                    raise BadRequest(f"event {i + 1} ({eid}): kind {kind!r} is not an event "
+                                     "kind", code="BAD_EVENT_KIND")
+                if kind in hq_kinds:
+                    raise Forbidden(f"event {i + 1} ({eid}): only head office writes {kind} "
+                                    "events", code="FORBIDDEN_KIND")
+                kinds_ok.add(kind)
+            if replica not in replicas_ok:
+                if replica.startswith(hq):
+                    raise Forbidden(f"event {i + 1} ({eid}): replica ids starting with {hq!r} "
+                                    "belong to head office", code="RESERVED_REPLICA")
+                replicas_ok.add(replica)
+            if kind in read_kinds:  # the only bodies _validate_body looks into
+                _validate_body(kind, bodies[i], f"event {i + 1} ({eid})")
+            seq = int(e["seq"])
+            if slots.setdefault((replica, seq), eid) != eid:
+                raise BadRequest(f"event {i + 1} ({eid}): two events claim seq {seq} of "
+                                 f"replica {replica}", code="BAD_EVENT")
             if eid not in events:
-                events[eid] = e
+                events[eid] = i
+                by_replica.setdefault(replica, {})[seq] = eid
+                if seq > acked:
+                    acked = seq
         counters: dict[tuple[str, str], tuple[int, int]] = {}
         for i, c in enumerate(req.get("counters") or ()):
             key = (c["counter_id"], c["replica_id"])
@@ -629,9 +666,6 @@ class SqlServerStore(ABC):
             # one range scan per replica finds both the events already stored (same slot, same
             # id) and a fork (same slot, another id)
             known: set[str] = set()
-            by_replica: dict[str, dict[int, str]] = {}
-            for e in events.values():
-                by_replica.setdefault(e["replica_id"], {})[int(e["seq"])] = e["event_id"]
             for replica, seqs in by_replica.items():
                 clash: list[tuple[int, str]] = []
                 for s, theirs in tx.all(
@@ -651,7 +685,8 @@ class SqlServerStore(ABC):
                         "replica id; take a new replica id and rebase", code="REPLICA_FORKED",
                         replica_id=replica, seq=int(s), server_event_id=theirs,
                         pushed_event_id=seqs[int(s)])
-            new = [e for eid, e in events.items() if eid not in known]
+            new = [i for eid, i in events.items() if eid not in known] if known \
+                else list(events.values())
             if docs:
                 known.update(r[0] for r in tx.select_in(
                     "SELECT event_id FROM events WHERE tenant_id = ? AND store_id = ?",
@@ -681,11 +716,13 @@ class SqlServerStore(ABC):
                     rows=regress[:50], replicas=sorted({r["replica_id"] for r in regress}))
             # ---- write
             rows: list[tuple[Any, ...]] = []
-            for e in new:  # in the terminal's order (its local seq: causal)
+            terminal_id, shared_kinds = term.terminal_id, SHARED_KINDS
+            for i in new:  # in the terminal's order (its local seq: causal)
+                e = evs[i]
                 seq += 1
                 rows.append((tenant, store, e["event_id"], e["replica_id"], int(e["seq"]),
-                             e["kind"], e["created_at"], e["_text"], seq,
-                             int(e["kind"] in SHARED_KINDS), term.terminal_id, None, now))
+                             e["kind"], e["created_at"], texts[i], seq,
+                             int(e["kind"] in shared_kinds), terminal_id, None, now))
             new_docs = 0
             for uid, (doc, data) in docs.items():
                 if uid in known:
@@ -700,7 +737,8 @@ class SqlServerStore(ABC):
             except self.integrity_errors:
                 raise Conflict("an event id in this push is already stored with another "
                                "replica or seq", code="EVENT_ID_REUSED") from None
-            self._materialize(tx, tenant, store, [(e["kind"], e["body"]) for e in new])
+            self._materialize(tx, tenant, store, [(evs[i]["kind"], bodies[i]) for i in new
+                                                  if evs[i]["kind"] in read_kinds])
             changed = []
             for (cid, rep), (p, n) in counters.items():
                 if existing.get((cid, rep)) == (p, n):
@@ -709,7 +747,6 @@ class SqlServerStore(ABC):
                 changed.append((tenant, store, cid, rep, p, n, seq))
             tx.upsert_counters(changed)
             self._set_seq(tx, tenant, store, seq)
-            acked = max((int(e["seq"]) for e in events.values()), default=0)
             resp = {"protocol": int(req.get("protocol", 1)), "accepted": len(new),
                     "duplicates": len(events) - len(new), "counters": len(changed),
                     "docs": new_docs, "server_seq": seq, "acked_seq": acked}

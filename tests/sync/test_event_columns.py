@@ -102,3 +102,14 @@ def test_groups_need_protocol_2() -> None:
     with pytest.raises(PharmosError) as e:
         schemas.push_request(_push(protocol=1))
     assert e.value.code == "PROTOCOL_VERSION"
+
+
+def test_merged_events_start_from_the_defaults() -> None:
+    whole = [{"event_id": "w", "replica_id": "r1", "seq": 8, "kind": "sale",
+              "created_at": "2026-11-02T15:00:00Z", "body": "{}", "store_id": "s1"}]
+    defaults = {"store_id": None, "tenant_id": None}
+    events = event_columns.merge(whole, [_group()], defaults)
+    assert [(e["event_id"], e["seq"], e["store_id"], e["tenant_id"]) for e in events] == [
+        ("e1", 7, None, None), ("w", 8, "s1", None), ("e2", 8, None, None)]
+    assert event_columns.merge([], [_group(seq=[9, -2])], defaults)[0]["event_id"] == "e2"
+    assert "store_id" not in event_columns.merge([], [_group()])[0]

@@ -370,3 +370,35 @@ def test_database_urls() -> None:
     for bad in ("mysql://x", "sqlite://", "sqlite:///"):
         with pytest.raises(SyncError):
             parse_db_url(bad)
+
+
+@pytest.mark.parametrize("odd,want", [
+    ('{"a":1,"store_id":"elsewhere"}', "SCOPE_VIOLATION"),
+    ('{"a":1,"\\u0073tore_id":"elsewhere"}', "SCOPE_VIOLATION"),
+    ('{"a":"caf\\u00e9"}', None),
+    ('{"a":{"tenant_id":"x"},"tenant_id":"other-chain"}', "SCOPE_VIOLATION"),
+    ("[1]", "BAD_EVENT"),
+    ("", "BAD_EVENT"),
+    ('{"a":1} ', None),
+    ('{"a":{"store_id":"elsewhere"}}', None),
+])
+def test_a_page_of_text_bodies_is_checked_body_by_body(server_store: SqlServerStore, odd: str,
+                                                        want: str | None) -> None:
+    tenant, store = new_store(server_store)
+    t1 = terminal(server_store, tenant, store)
+    events = [{**ev("r1", s), "body": json.dumps({"sale_id": f"s{s}"}, separators=(",", ":"))}
+              for s in range(1, 31)]
+    events[16]["body"] = odd
+    req = push_req(t1, "r1", events)
+    if want is not None:
+        with pytest.raises(SyncError) as e:
+            server_store.push(t1, req)
+        assert code_of(e) == want
+        assert want == "BAD_EVENT" or e.value.details["index"] == 16
+        assert server_store.store_events(tenant, store, ["sale"]) == []
+        return
+    assert server_store.push(t1, req)["accepted"] == 30
+    with server_store._tx(False) as tx:
+        stored = dict(tx.all("SELECT event_id, body FROM events WHERE tenant_id = ? AND "
+                             "store_id = ? AND kind = 'sale'", (tenant, store)))
+    assert stored == {e["event_id"]: e["body"] for e in events}
