@@ -20,8 +20,11 @@ BENCHES = {
 def machine() -> dict[str, Any]:
     import os
 
+    from bench.stats import cpu_reference_ms
+
     return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+            "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "cpu_reference_ms": cpu_reference_ms()}
 
 
 def run(quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:

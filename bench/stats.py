@@ -27,3 +27,18 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
 
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b > 0 else float("inf")
+
+
+def cpu_reference_ms(n: int = 2_000_000, repeat: int = 3) -> float:
+    """Best of ``repeat`` timings of a fixed pure-Python loop: how fast this machine runs
+    Python right now, so absolute figures (syncs/s) from different runs can be compared."""
+    import time
+
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        total = 0
+        for i in range(n):
+            total += i
+        best = min(best, time.perf_counter() - t)
+    return round(best * 1000.0, 1)
