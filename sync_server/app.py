@@ -1,7 +1,9 @@
 """The sync server's HTTP app (FastAPI). Routes are thin: authenticate, check the protocol
 version, call one store method. A lifespan owns the database; database work runs in the
-thread pool and never blocks the event loop (push and pull read their bodies themselves and
-make one trip to the pool for token, validation and store call).
+thread pool and never blocks the event loop. Push and pull, the hot path, are answered by
+BodyLimitMiddleware from the body it read (one trip to the pool for token, validation, store
+call and response encoding); their FastAPI routes describe them in the OpenAPI spec and answer
+the same way.
 
 Request bodies may be gzip-compressed (``Content-Encoding: gzip``); both the body on the wire
 and the decompressed body are capped (413 ``BODY_TOO_LARGE``). Responses above 1 KB are
@@ -14,7 +16,7 @@ import contextlib
 import logging
 import sqlite3
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -43,12 +45,15 @@ API_VERSION = "1"
 # responses: a pull of a store's catalog (~100 KB of JSON) compresses to ~14 KB at level 3
 # in ~0.4 ms of server CPU, to ~12 KB at Starlette's default 9 in ~1.6 ms
 RESPONSE_GZIP_LEVEL = 3
+RESPONSE_GZIP_MIN = 1024
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# a route answered straight from the request body read by BodyLimitMiddleware
+BodyRoute = Callable[[Scope, bytes, Send], Awaitable[None]]
 
 
 def _error(status: int, code: str, message: str, **details: Any) -> JSONResponse:
@@ -58,12 +63,48 @@ def _error(status: int, code: str, message: str, **details: Any) -> JSONResponse
     return JSONResponse({"error": body}, status_code=status)
 
 
-class BodyLimitMiddleware:
-    """Cap request bodies (raw and decompressed) and undo ``Content-Encoding: gzip``."""
+def error_response(err: Exception) -> JSONResponse:
+    """The answer to an error a route raised (what the app's exception handlers send)."""
+    if isinstance(err, SyncError):
+        return JSONResponse(err.to_json(), status_code=err.status)
+    if isinstance(err, PharmosError):
+        return JSONResponse(err.to_json(), status_code=400)
+    if isinstance(err, psycopg.OperationalError):
+        log.warning("database unavailable: %s", err)
+        return _error(503, "DB_UNAVAILABLE", "the database is unavailable; retry later")
+    if isinstance(err, sqlite3.OperationalError):
+        log.warning("database error: %s", err)
+        return _error(503, "DB_UNAVAILABLE", f"the database is busy or unavailable: {err}")
+    log.error("internal error", exc_info=err)
+    return _error(500, "INTERNAL", "internal server error; see the server log")
 
-    def __init__(self, app: ASGIApp, max_body: int = DEFAULT_MAX_BODY) -> None:
+
+def json_answer(status: int, body: bytes, gzip_ok: bool) -> tuple[int, list[tuple[bytes, bytes]],
+                                                                  bytes]:
+    """(status, headers, body) of a JSON response as the app's GZip middleware sends it:
+    ``Vary: Accept-Encoding`` from 1 KB, compressed too when the client accepts gzip."""
+    headers = [(b"content-length", b""), (b"content-type", b"application/json")]
+    if len(body) >= RESPONSE_GZIP_MIN:
+        headers.append((b"vary", b"Accept-Encoding"))
+        if gzip_ok:
+            z = zlib.compressobj(RESPONSE_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            body = z.compress(body) + z.flush()
+            headers.append((b"content-encoding", b"gzip"))
+    headers[0] = (b"content-length", str(len(body)).encode())
+    return status, headers, body
+
+
+class BodyLimitMiddleware:
+    """Cap request bodies (raw and decompressed) and undo ``Content-Encoding: gzip``.
+
+    ``routes`` (POST path -> handler) are answered here from the body already read, without
+    passing it on (the sync hot path: push and pull)."""
+
+    def __init__(self, app: ASGIApp, max_body: int = DEFAULT_MAX_BODY,
+                 routes: Mapping[str, BodyRoute] | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.routes = dict(routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,6 +162,11 @@ class BodyLimitMiddleware:
                     scope, receive, send)
                 return
             body = out
+        route = self.routes.get(scope["path"]) \
+            if scope["method"] == "POST" and not scope.get("root_path") else None
+        if route is not None:
+            await route(scope, body, send)
+            return
         new_headers = [(k, v) for k, v in headers
                        if k not in (b"content-encoding", b"content-length")]
         new_headers.append((b"content-length", str(len(body)).encode()))
@@ -173,6 +219,14 @@ def bearer_token(cred: HTTPAuthorizationCredentials | None) -> str:
     return cred.credentials
 
 
+def header_token(authorization: str | None) -> str:
+    """The token of an ``Authorization`` header, read as the ``HTTPBearer`` dependency does."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    return bearer_token(HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
+                        if scheme and credentials else None)
+
+
 def get_terminal(store: StoreDep, cred: CredDep) -> Terminal:
     return store.authenticate(bearer_token(cred))
 
@@ -201,15 +255,47 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
 
     app = FastAPI(title="pharmos sync server", version=API_VERSION, lifespan=lifespan,
                   description="Head-office sync for pharmos terminals (protocol 1).")
-    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=RESPONSE_GZIP_LEVEL)
-    app.add_middleware(BodyLimitMiddleware, max_body=max_body)
+    app.add_middleware(GZipMiddleware, minimum_size=RESPONSE_GZIP_MIN,
+                       compresslevel=RESPONSE_GZIP_LEVEL)
+
+    def body_route(handler: Callable[[SqlServerStore, str, bytes], bytes]) -> BodyRoute:
+        """``handler`` (store, token, body -> JSON) as a route of BodyLimitMiddleware: token,
+        body, store call, errors and compression in one trip to the thread pool."""
+        def answer(authorization: str | None, raw: bytes, gzip_ok: bool
+                   ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            try:
+                return json_answer(200, handler(app.state.store, header_token(authorization),
+                                                raw), gzip_ok)
+            except Exception as err:
+                resp = error_response(err)
+                return json_answer(resp.status_code, bytes(resp.body), gzip_ok)
+
+        async def route(scope: Scope, body: bytes, send: Send) -> None:
+            authorization: str | None = None
+            accept: str | None = None
+            for k, v in scope["headers"]:
+                if k == b"authorization" and authorization is None:
+                    authorization = v.decode("latin-1")
+                elif k == b"accept-encoding" and accept is None:
+                    accept = v.decode("latin-1")
+            status, headers, out = await run_in_threadpool(answer, authorization, body,
+                                                           "gzip" in (accept or ""))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": out})
+
+        return route
+
+    app.add_middleware(BodyLimitMiddleware, max_body=max_body, routes={
+        "/v1/push": body_route(lambda store, token, raw: push_json(push_raw(store, token, raw))),
+        "/v1/pull": body_route(lambda store, token, raw: pull_json(store, token, raw))})
+
     @app.exception_handler(SyncError)
     async def sync_error(request: Request, err: SyncError) -> JSONResponse:
-        return JSONResponse(err.to_json(), status_code=err.status)
+        return error_response(err)
 
     @app.exception_handler(PharmosError)
     async def pharmos_error(request: Request, err: PharmosError) -> JSONResponse:
-        return JSONResponse(err.to_json(), status_code=400)
+        return error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -223,18 +309,15 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
 
     @app.exception_handler(psycopg.OperationalError)
     async def pg_down(request: Request, err: psycopg.OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", err)
-        return _error(503, "DB_UNAVAILABLE", "the database is unavailable; retry later")
+        return error_response(err)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def sqlite_busy(request: Request, err: sqlite3.OperationalError) -> JSONResponse:
-        log.warning("database error: %s", err)
-        return _error(503, "DB_UNAVAILABLE", f"the database is busy or unavailable: {err}")
+        return error_response(err)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, err: Exception) -> JSONResponse:
-        log.exception("internal error")
-        return _error(500, "INTERNAL", "internal server error; see the server log")
+        return error_response(err)
 
     @app.get("/v1/health", response_model=schemas.Health, tags=["sync"])
     def health() -> dict[str, Any]:
@@ -267,7 +350,10 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
         raw = await request.body()
         return await run_in_threadpool(push_raw, store, token, raw)
 
-    def pull_raw(store: SqlServerStore, token: str, raw: bytes) -> Response:
+    def push_json(resp: dict[str, Any]) -> bytes:
+        return schemas.PushResponse.model_validate(resp).model_dump_json().encode()
+
+    def pull_json(store: SqlServerStore, token: str, raw: bytes) -> bytes:
         term = store.authenticate(token)
         if not raw.strip():
             raise invalid_body(None, [{"loc": ("body",), "msg": "Field required",
@@ -277,8 +363,7 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
         except ValidationError as err:
             raise invalid_body(_json_or_none(raw), [
                 {**e, "loc": ("body", *e.get("loc", ()))} for e in err.errors()]) from None
-        out = store.pull(term, req.model_dump())
-        return Response(to_json(out), media_type="application/json")
+        return to_json(store.pull(term, req.model_dump()))
 
     @app.post("/v1/pull", response_model=schemas.PullResponse, tags=["sync"],
               responses=_responses(400, 401, 403, 409, 413, 415, 422, 503),
@@ -287,7 +372,8 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
         """Rows of the terminal's store above ``cursor``, other replicas only."""
         token = bearer_token(cred)
         raw = await request.body()
-        return await run_in_threadpool(pull_raw, store, token, raw)
+        return Response(await run_in_threadpool(pull_json, store, token, raw),
+                        media_type="application/json")
 
     @app.post("/v1/events/known", response_model=schemas.KnownResponse, tags=["sync"],
               responses=_responses(400, 401, 413, 415, 422, 503))

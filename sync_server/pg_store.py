@@ -3,7 +3,8 @@
 A small pool of autocommit connections; each request is one explicit transaction. A push
 locks its store's row (``SELECT ... FOR UPDATE``), so pushes to one store are serialised and
 ``server_seq`` commits in order, while different stores proceed in parallel. Events are
-bulk-loaded with ``COPY``.
+bulk-loaded with ``COPY``. Statements that do not depend on each other's results go out in
+one pipeline (one round trip), ``BEGIN`` and ``COMMIT`` with the first and last of them.
 """
 
 from __future__ import annotations
@@ -24,36 +25,84 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+def _counters_stmt(rows: Sequence[tuple[str, str, str, str, int, int, int]]
+                   ) -> tuple[str, Sequence[Any]]:
+    # one statement for all rows (a day touches dozens of counters); the arrays go in
+    # binary, which psycopg writes without escaping each element
+    cols = list(zip(*rows, strict=True))
+    return (f"INSERT INTO counters({_COUNTER_COLUMNS}) SELECT * FROM "
+            "unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
+            f"%b::bigint[], %b::bigint[], %b::bigint[]) {_COUNTER_UPSERT}",
+            [list(c) for c in cols])
+
+
 class _PgTx(Tx):
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    """A transaction on an autocommit connection: ``BEGIN`` goes out with the first statement
+    of a write and ``COMMIT`` with the last (:meth:`finish`), statements of a :meth:`batch`
+    in one pipeline (one round trip)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], write: bool) -> None:
         self.conn = conn
         self.cur = conn.cursor()
+        self.begin = write  # BEGIN not sent yet
+        self.open = False  # in a transaction this object began
+
+    def _started(self) -> list[tuple[str, Sequence[Any]]]:
+        if not self.begin:
+            return []
+        self.begin = False
+        self.open = True
+        return [("BEGIN", ())]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.begin:
+            self._pipeline([*self._started()])
         return self.cur.execute(_pg(sql), tuple(params))
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
+            if self.begin:
+                self._pipeline([*self._started()])
             self.cur.executemany(_pg(sql), rows)
+
+    def batch(self, stmts: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        head = self._started()
+        return self._pipeline([*head, *stmts])[len(head):]
+
+    def _pipeline(self, stmts: Sequence[tuple[str, Sequence[Any]]]
+                  ) -> list[list[tuple[Any, ...]]]:
+        if len(stmts) == 1:
+            sql, params = stmts[0]
+            cur = self.cur.execute(_pg(sql), tuple(params))
+            return [cur.fetchall() if cur.description else []]
+        curs = []
+        with self.conn.pipeline():
+            for sql, params in stmts:
+                cur = self.conn.cursor()
+                cur.execute(_pg(sql), tuple(params))
+                curs.append(cur)
+        return [c.fetchall() if c.description else [] for c in curs]
 
     def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return "= ANY(?)", [list(values)]
 
     def upsert_counters(self, rows: Sequence[tuple[str, str, str, str, int, int, int]]
                         ) -> None:
-        # one statement for all rows (a day touches dozens of counters); the arrays go in
-        # binary, which psycopg writes without escaping each element
         if rows:
-            cols = list(zip(*rows, strict=True))
-            self.cur.execute(f"INSERT INTO counters({_COUNTER_COLUMNS}) SELECT * FROM "
-                             "unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
-                             f"%b::bigint[], %b::bigint[], %b::bigint[]) {_COUNTER_UPSERT}",
-                             [list(c) for c in cols])
+            self.batch([_counters_stmt(rows)])
+
+    def finish(self, stmts: Sequence[tuple[str, Sequence[Any]]],
+               counters: Sequence[tuple[str, str, str, str, int, int, int]] = ()) -> None:
+        head = [*self._started(), *([_counters_stmt(counters)] if counters else [])]
+        self._pipeline([*head, *stmts, ("COMMIT", ())] if self.open else [*head, *stmts])
+        self.open = False
 
     def insert_rows(self, table: str, columns: Sequence[str],
                     rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
+        if self.begin:
+            self._pipeline([*self._started()])
         with self.cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
             for r in rows:
                 cp.write_row(r)
@@ -99,16 +148,24 @@ class PgServerStore(SqlServerStore):
 
     @contextlib.contextmanager
     def _tx(self, write: bool) -> Iterator[Tx]:
+        # reads run in autocommit: under READ COMMITTED a transaction would give each
+        # statement its own snapshot anyway, and BEGIN/COMMIT cost two round trips
         conn = self._acquire()
         try:
-            if write:
-                with conn.transaction():
-                    yield _PgTx(conn)
-            else:
-                # reads run in autocommit: under READ COMMITTED a transaction would give each
-                # statement its own snapshot anyway, and BEGIN/COMMIT cost two round trips
-                yield _PgTx(conn)
+            tx = _PgTx(conn, write)
+            try:
+                yield tx
+            except BaseException:
+                if tx.open:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            if tx.open:
+                conn.execute("COMMIT")
         finally:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(Exception):
+                    conn.close()
             self._release(conn)
             self._sem.release()
 

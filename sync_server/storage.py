@@ -125,6 +125,22 @@ class Tx(ABC):
     def in_list(self, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """An ``IN``-list test for a column: ('IN (?, ?)', values) or ('= ANY(?)', [values])."""
 
+    def batch(self, stmts: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Run statements in order (one round trip where the engine allows); the rows of
+        each (empty for a statement that returns none)."""
+        out: list[list[tuple[Any, ...]]] = []
+        for sql, params in stmts:
+            cur = self.execute(sql, params)
+            out.append([tuple(r) for r in cur.fetchall()] if cur.description else [])
+        return out
+
+    def finish(self, stmts: Sequence[tuple[str, Sequence[Any]]],
+               counters: Sequence[tuple[str, str, str, str, int, int, int]] = ()) -> None:
+        """Upsert ``counters`` (as :meth:`upsert_counters`) and run the last statements of a
+        write transaction; the engine may send the commit with them."""
+        self.upsert_counters(counters)
+        self.batch(stmts)
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         row = self.execute(sql, params).fetchone()
         return None if row is None else tuple(row)
@@ -146,15 +162,23 @@ class Tx(ABC):
             self.many(f"INSERT INTO counters({_COUNTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                       f"{_COUNTER_UPSERT}", rows)
 
-    def select_in(self, sql: str, head: Sequence[Any], column: str,
-                  values: Sequence[Any], tail: str = "") -> list[tuple[Any, ...]]:
-        """Run ``sql + ' AND ' + column IN (...) + tail`` over chunks of ``values``."""
-        out: list[tuple[Any, ...]] = []
+    def select_in_stmts(self, sql: str, head: Sequence[Any], column: str,
+                        values: Sequence[Any], tail: str = ""
+                        ) -> list[tuple[str, list[Any]]]:
+        """The statements ``sql + ' AND ' + column IN (...) + tail`` over chunks of
+        ``values`` (for :meth:`batch`)."""
+        out: list[tuple[str, list[Any]]] = []
         vals = list(values)
         for i in range(0, len(vals), _IN_CHUNK):
             frag, params = self.in_list(vals[i:i + _IN_CHUNK])
-            out.extend(self.all(f"{sql} AND {column} {frag}{tail}", [*head, *params]))
+            out.append((f"{sql} AND {column} {frag}{tail}", [*head, *params]))
         return out
+
+    def select_in(self, sql: str, head: Sequence[Any], column: str,
+                  values: Sequence[Any], tail: str = "") -> list[tuple[Any, ...]]:
+        """Run ``sql + ' AND ' + column IN (...) + tail`` over chunks of ``values``."""
+        return [r for rows in self.batch(self.select_in_stmts(sql, head, column, values, tail))
+                for r in rows]
 
 
 _EVENT_COLUMNS = ("tenant_id", "store_id", "event_id", "replica_id", "local_seq", "kind",
@@ -381,16 +405,29 @@ class SqlServerStore(ABC):
                     for_update: bool = True) -> int:
         """The store's next server_seq; locks the store row for the transaction unless
         ``for_update`` is False (a read)."""
-        row = tx.one("SELECT next_seq FROM stores WHERE tenant_id = ? AND store_id = ?"
-                     + (self._lock_store_sql() if for_update else ""), (tenant_id, store_id))
-        if row is None:
+        (rows,) = tx.batch([self._lock_store_stmt(tenant_id, store_id, for_update=for_update)])
+        return self._store_seq(rows, tenant_id, store_id)
+
+    def _lock_store_stmt(self, tenant_id: str, store_id: str, *,
+                         for_update: bool = True) -> tuple[str, Sequence[Any]]:
+        return ("SELECT next_seq FROM stores WHERE tenant_id = ? AND store_id = ?"
+                + (self._lock_store_sql() if for_update else ""), (tenant_id, store_id))
+
+    @staticmethod
+    def _store_seq(rows: Sequence[tuple[Any, ...]], tenant_id: str, store_id: str) -> int:
+        """The result of :meth:`_lock_store_stmt`."""
+        if not rows:
             raise NotFoundError(f"no store {store_id!r} in tenant {tenant_id!r}",
                                 code="UNKNOWN_STORE")
-        return int(row[0])
+        return int(rows[0][0])
 
     def _set_seq(self, tx: Tx, tenant_id: str, store_id: str, seq: int) -> None:
-        tx.execute("UPDATE stores SET next_seq = ? WHERE tenant_id = ? AND store_id = ?",
-                   (seq, tenant_id, store_id))
+        tx.execute(*self._set_seq_stmt(tenant_id, store_id, seq))
+
+    @staticmethod
+    def _set_seq_stmt(tenant_id: str, store_id: str, seq: int) -> tuple[str, Sequence[Any]]:
+        return ("UPDATE stores SET next_seq = ? WHERE tenant_id = ? AND store_id = ?",
+                (seq, tenant_id, store_id))
 
     def trust_key(self, tenant_id: str, public_pem: str) -> dict[str, Any]:
         if "BEGIN PUBLIC KEY" not in public_pem:
@@ -532,13 +569,24 @@ class SqlServerStore(ABC):
                             f"this terminal may write only its own store",
                             code="SCOPE_VIOLATION", section=section, index=i)
 
-    def _check_behind(self, tx: Tx, tenant: str, store: str, replica: str,
+    @staticmethod
+    def _behind_stmt(tenant: str, store: str, replica: str, replica_seq: int | None
+                     ) -> list[tuple[str, Sequence[Any]]]:
+        """The statement :meth:`_check_behind` reads (none when the terminal sent no
+        ``replica_seq``)."""
+        if replica_seq is None:
+            return []
+        return [("SELECT MAX(local_seq) FROM events WHERE tenant_id = ? AND store_id = ? "
+                 "AND replica_id = ?", (tenant, store, replica))]
+
+    @staticmethod
+    def _check_behind(rows: Sequence[tuple[Any, ...]], replica: str,
                       replica_seq: int | None) -> None:
+        """The replica's events held here (the rows of :meth:`_behind_stmt`) go no further
+        than the terminal's database."""
         if replica_seq is None:
             return
-        row = tx.one("SELECT MAX(local_seq) FROM events WHERE tenant_id = ? AND store_id = ? "
-                     "AND replica_id = ?", (tenant, store, replica))
-        have = None if row is None or row[0] is None else int(row[0])
+        have = None if not rows or rows[0][0] is None else int(rows[0][0])
         if have is not None and have > int(replica_seq):
             raise Conflict(
                 f"head office holds events up to seq {have} of replica {replica}, this "
@@ -653,25 +701,47 @@ class SqlServerStore(ABC):
             docs.setdefault(d["update_id"], (d["doc"], d["data"]))
         idem = str(req["idempotency_key"])
         fingerprint = self._fingerprint(req)
+        replica_id = str(req["replica_id"])
+        by_rep: dict[str, list[str]] = {}
+        for cid, rep in counters:
+            by_rep.setdefault(rep, []).append(cid)
         with self._tx(True) as tx:
-            seq = self._lock_store(tx, tenant, store)
-            cached = tx.one("SELECT terminal_id, response FROM idempotency WHERE tenant_id = ? "
-                            "AND store_id = ? AND key = ?", (tenant, store, idem))
-            if cached is not None:
-                saved = json.loads(cached[1])
-                if cached[0] != term.terminal_id or saved.pop("_fp", None) != fingerprint:
+            # every read of the push in one batch (one round trip where the engine allows):
+            # the store lock, the idempotency key, one range scan per replica (the events
+            # already stored, same slot and id, and a fork, same slot and another id), the
+            # doc updates already stored, how far the pushing replica got, the counters held
+            reads: list[tuple[str, Sequence[Any]]] = [
+                self._lock_store_stmt(tenant, store),
+                ("SELECT terminal_id, response FROM idempotency WHERE tenant_id = ? AND "
+                 "store_id = ? AND key = ?", (tenant, store, idem))]
+            for replica, seqs in by_replica.items():
+                reads.append(("SELECT local_seq, event_id FROM events WHERE tenant_id = ? AND "
+                              "store_id = ? AND replica_id = ? AND local_seq >= ? AND "
+                              "local_seq <= ? ORDER BY local_seq",
+                              (tenant, store, replica, min(seqs), max(seqs))))
+            behind = self._behind_stmt(tenant, store, replica_id, req.get("replica_seq"))
+            reads.extend(behind)
+            doc_reads = tx.select_in_stmts(
+                "SELECT event_id FROM events WHERE tenant_id = ? AND store_id = ?",
+                (tenant, store), "event_id", list(docs)) if docs else []
+            reads.extend(doc_reads)
+            for rep, cids in by_rep.items():
+                reads.extend(tx.select_in_stmts(
+                    "SELECT counter_id, replica_id, p, n FROM counters WHERE tenant_id = ? AND "
+                    "store_id = ? AND replica_id = ?", (tenant, store, rep), "counter_id", cids))
+            results = iter(tx.batch(reads))
+            seq = self._store_seq(next(results), tenant, store)
+            cached = next(results)
+            if cached:
+                saved = json.loads(cached[0][1])
+                if cached[0][0] != term.terminal_id or saved.pop("_fp", None) != fingerprint:
                     raise Conflict("this idempotency key was already used for another request",
                                    code="IDEMPOTENCY_KEY_REUSED")
                 return dict(saved)
-            # one range scan per replica finds both the events already stored (same slot, same
-            # id) and a fork (same slot, another id)
             known: set[str] = set()
             for replica, seqs in by_replica.items():
                 clash: list[tuple[int, str]] = []
-                for s, theirs in tx.all(
-                        "SELECT local_seq, event_id FROM events WHERE tenant_id = ? AND "
-                        "store_id = ? AND replica_id = ? AND local_seq >= ? AND local_seq <= ? "
-                        "ORDER BY local_seq", (tenant, store, replica, min(seqs), max(seqs))):
+                for s, theirs in next(results):
                     mine = seqs.get(int(s))
                     if mine == theirs:
                         known.add(theirs)
@@ -687,21 +757,12 @@ class SqlServerStore(ABC):
                         pushed_event_id=seqs[int(s)])
             new = [i for eid, i in events.items() if eid not in known] if known \
                 else list(events.values())
-            if docs:
-                known.update(r[0] for r in tx.select_in(
-                    "SELECT event_id FROM events WHERE tenant_id = ? AND store_id = ?",
-                    (tenant, store), "event_id", list(docs)))
-            self._check_behind(tx, tenant, store, str(req["replica_id"]), req.get("replica_seq"))
-            existing: dict[tuple[str, str], tuple[int, int]] = {}
-            by_rep: dict[str, list[str]] = {}
-            for cid, rep in counters:
-                by_rep.setdefault(rep, []).append(cid)
-            for rep, cids in by_rep.items():
-                for cid, p, n in tx.select_in(
-                        "SELECT counter_id, p, n FROM counters WHERE tenant_id = ? AND "
-                        "store_id = ? AND replica_id = ?", (tenant, store, rep), "counter_id",
-                        cids):
-                    existing[(cid, rep)] = (int(p), int(n))
+            if behind:
+                self._check_behind(next(results), replica_id, req.get("replica_seq"))
+            for _ in doc_reads:
+                known.update(r[0] for r in next(results))
+            existing: dict[tuple[str, str], tuple[int, int]] = {
+                (cid, rep): (int(p), int(n)) for rows in results for cid, rep, p, n in rows}
             regress = [
                 {"counter_id": k[0], "replica_id": k[1], "p": v[0], "n": v[1],
                  "server_p": existing[k][0], "server_n": existing[k][1]}
@@ -729,7 +790,7 @@ class SqlServerStore(ABC):
                     continue
                 seq += 1
                 new_docs += 1
-                rows.append((tenant, store, uid, str(req["replica_id"]), None, "doc_update",
+                rows.append((tenant, store, uid, replica_id, None, "doc_update",
                              now, canonical_json({"doc": doc, "update_id": uid, "data": data}),
                              seq, 1, term.terminal_id, None, now))
             try:
@@ -745,22 +806,21 @@ class SqlServerStore(ABC):
                     continue
                 seq += 1
                 changed.append((tenant, store, cid, rep, p, n, seq))
-            tx.upsert_counters(changed)
-            self._set_seq(tx, tenant, store, seq)
             resp = {"protocol": int(req.get("protocol", 1)), "accepted": len(new),
                     "duplicates": len(events) - len(new), "counters": len(changed),
                     "docs": new_docs, "server_seq": seq, "acked_seq": acked}
-            tx.execute("UPDATE terminals SET last_push_at = ?, replica_id = ?, status = ? "
-                       "WHERE terminal_id = ?",
-                       (now, req["replica_id"], json.dumps(req.get("status") or {}),
-                        term.terminal_id))
             # answers to replays are kept for a week (a terminal retries within minutes)
-            tx.execute("DELETE FROM idempotency WHERE tenant_id = ? AND store_id = ? AND "
-                       "created_at < ?", (tenant, store, iso(self.clock() - IDEMPOTENCY_TTL)))
-            tx.execute("INSERT INTO idempotency(tenant_id, store_id, key, terminal_id, response, "
-                       "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                       (tenant, store, idem, term.terminal_id,
-                        json.dumps({**resp, "_fp": fingerprint}), now))
+            tx.finish([
+                self._set_seq_stmt(tenant, store, seq),
+                ("UPDATE terminals SET last_push_at = ?, replica_id = ?, status = ? "
+                 "WHERE terminal_id = ?",
+                 (now, replica_id, json.dumps(req.get("status") or {}), term.terminal_id)),
+                ("DELETE FROM idempotency WHERE tenant_id = ? AND store_id = ? AND "
+                 "created_at < ?", (tenant, store, iso(self.clock() - IDEMPOTENCY_TTL))),
+                ("INSERT INTO idempotency(tenant_id, store_id, key, terminal_id, response, "
+                 "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                 (tenant, store, idem, term.terminal_id,
+                  json.dumps({**resp, "_fp": fingerprint}), now))], counters=changed)
         return resp
 
     def _materialize(self, tx: Tx, tenant: str, store: str,
@@ -816,22 +876,31 @@ class SqlServerStore(ABC):
         cursor = int(req.get("cursor", 0))
         limit = int(req.get("limit", 2000))
         replica = str(req["replica_id"])
+        behind = self._behind_stmt(tenant, store, replica, req.get("replica_seq"))
+        # the rows go no further than the store's seq as read by the first statement; a
+        # statement that sees a later seq sees every row below it too (a store's rows commit
+        # in server_seq order), so the rows above are cut off here
+        top_sql = "(SELECT next_seq FROM stores WHERE tenant_id = ? AND store_id = ?)"
         with self._tx(False) as tx:
-            top = self._lock_store(tx, tenant, store, for_update=False)
-            self._check_behind(tx, tenant, store, replica, req.get("replica_seq"))
-            if cursor > top:
-                raise Conflict(f"cursor {cursor} is ahead of this server ({top}): the server "
-                               "database was restored; pull and push everything again",
-                               code="CURSOR_AHEAD", server_seq=top)
-            evs = tx.all("SELECT server_seq, event_id, replica_id, kind, created_at, body "
-                         "FROM events WHERE tenant_id = ? AND store_id = ? AND shared = 1 AND "
-                         "server_seq > ? AND server_seq <= ? AND replica_id <> ? "
-                         "ORDER BY server_seq LIMIT ?",
-                         (tenant, store, cursor, top, replica, limit))
-            cs = tx.all("SELECT server_seq, counter_id, replica_id, p, n FROM counters WHERE "
-                        "tenant_id = ? AND store_id = ? AND server_seq > ? AND server_seq <= ? "
-                        "AND replica_id <> ? ORDER BY server_seq LIMIT ?",
-                        (tenant, store, cursor, top, replica, limit))
+            results = iter(tx.batch([
+                self._lock_store_stmt(tenant, store, for_update=False), *behind,
+                ("SELECT server_seq, event_id, replica_id, kind, created_at, body "
+                 "FROM events WHERE tenant_id = ? AND store_id = ? AND shared = 1 AND "
+                 f"server_seq > ? AND server_seq <= {top_sql} AND replica_id <> ? "
+                 "ORDER BY server_seq LIMIT ?",
+                 (tenant, store, cursor, tenant, store, replica, limit)),
+                ("SELECT server_seq, counter_id, replica_id, p, n FROM counters WHERE "
+                 f"tenant_id = ? AND store_id = ? AND server_seq > ? AND server_seq <= {top_sql} "
+                 "AND replica_id <> ? ORDER BY server_seq LIMIT ?",
+                 (tenant, store, cursor, tenant, store, replica, limit))]))
+        top = self._store_seq(next(results), tenant, store)
+        if behind:
+            self._check_behind(next(results), replica, req.get("replica_seq"))
+        if cursor > top:
+            raise Conflict(f"cursor {cursor} is ahead of this server ({top}): the server "
+                           "database was restored; pull and push everything again",
+                           code="CURSOR_AHEAD", server_seq=top)
+        evs, cs = next(results), next(results)
         upper = top
         if len(evs) == limit:
             upper = min(upper, int(evs[-1][0]))
@@ -846,14 +915,14 @@ class SqlServerStore(ABC):
                           "p": int(r[3]), "n": int(r[4])} for r in cs if int(r[0]) <= upper],
             "next_cursor": upper, "more": upper < top, "server_seq": top,
         }
+        sets = "last_pull_at = ?, pull_cursor = ?, replica_id = ?"
+        params: list[Any] = [iso(self.clock()), upper, replica]
+        if req.get("status") is not None:
+            sets += ", status = ?"
+            params.append(json.dumps(req["status"]))
         with self._tx(True) as tx:
-            sets = "last_pull_at = ?, pull_cursor = ?, replica_id = ?"
-            params: list[Any] = [iso(self.clock()), upper, replica]
-            if req.get("status") is not None:
-                sets += ", status = ?"
-                params.append(json.dumps(req["status"]))
-            tx.execute(f"UPDATE terminals SET {sets} WHERE terminal_id = ?",
-                       (*params, term.terminal_id))
+            tx.finish([(f"UPDATE terminals SET {sets} WHERE terminal_id = ?",
+                        (*params, term.terminal_id))])
         return resp
 
     def known_events(self, term: Terminal, event_ids: Sequence[str]) -> list[str]:
