@@ -34,9 +34,9 @@ EVENT_FIELDS = frozenset({"event_id", "replica_id", "seq", "kind", "created_at",
 MAX_BODY_CHARS = 1_000_000
 
 
-def join(keys: Sequence[str], values: Iterable[str]) -> str:
+def join(keys: Sequence[str], values: Sequence[str]) -> str:
     """A body's text from its keys and its values' JSON texts."""
-    return "{" + ",".join([k + v for k, v in zip(_key_texts(keys), values, strict=True)]) + "}"
+    return _join_columns(keys, [[v] for v in values], 1)[0]
 
 
 def _key_texts(keys: Sequence[str]) -> list[str]:
@@ -104,14 +104,7 @@ def unpack(groups: Sequence[Mapping[str, Any]],
     """Groups → events with their body text, in group order; each event also carries
     ``defaults`` (fields the groups do not send). Raises ``BadInput`` (``BAD_EVENT``) naming
     the group for columns that do not line up."""
-    return _unpack(groups, defaults)[0]
-
-
-def _unpack(groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any] | None
-            ) -> tuple[list[dict[str, Any]], bool]:
-    """(events, whether they are in ascending seq)."""
     out: list[dict[str, Any]] = []
-    ascending = True
     extra = dict(defaults or {})
     for gi, g in enumerate(groups, 1):
         where = f"event group {gi} ({g.get('kind')})"
@@ -140,23 +133,19 @@ def _unpack(groups: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any] | N
             i = next(i for i, t in enumerate(texts) if len(t) > MAX_BODY_CHARS)
             raise BadInput(f"{where}: event {i + 1} has a body over {MAX_BODY_CHARS} "
                            "characters", code="BAD_EVENT")
-        if seqs and ((out and out[-1]["seq"] > seqs[0]) or min(deltas[1:], default=0) < 0):
-            ascending = False
         kind, replica = g["kind"], g["replica_id"]
         out.extend({"event_id": eid, "replica_id": replica, "seq": seq, "kind": kind,
                     "created_at": at, "body": text, **extra}
                    for eid, seq, at, text in zip(ids, seqs, stamps, texts, strict=True))
-    return out, ascending
+    return out
 
 
 def merge(whole: Sequence[Mapping[str, Any]], groups: Sequence[Mapping[str, Any]],
           defaults: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """A protocol 2 push's events, whole and grouped, in ascending seq (stable); each starts
-    from ``defaults`` (fields an event may leave out)."""
-    grouped, ascending = _unpack(groups, defaults)
-    if not whole and ascending:
-        return grouped
+    """A protocol 2 push's events, whole and grouped, in ascending seq (stable: a page
+    already in order costs one pass); each starts from ``defaults`` (fields an event may
+    leave out)."""
     base = dict(defaults or {})
-    events = [{**base, **e} for e in whole] + grouped
+    events = [{**base, **e} for e in whole] + unpack(groups, defaults)
     events.sort(key=lambda e: int(e["seq"]))
     return events
