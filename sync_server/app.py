@@ -289,13 +289,13 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
         "/v1/push": body_route(lambda store, token, raw: push_json(push_raw(store, token, raw))),
         "/v1/pull": body_route(lambda store, token, raw: pull_json(store, token, raw))})
 
-    @app.exception_handler(SyncError)
-    async def sync_error(request: Request, err: SyncError) -> JSONResponse:
+    async def mapped_error(request: Request, err: Exception) -> JSONResponse:
         return error_response(err)
 
-    @app.exception_handler(PharmosError)
-    async def pharmos_error(request: Request, err: PharmosError) -> JSONResponse:
-        return error_response(err)
+    # domain and database errors answer with their code; anything else is a logged 500
+    for cls in (SyncError, PharmosError, psycopg.OperationalError, sqlite3.OperationalError,
+                Exception):
+        app.add_exception_handler(cls, mapped_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -306,18 +306,6 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(err.status_code, "HTTP_ERROR")
         return _error(err.status_code, code, str(err.detail))
-
-    @app.exception_handler(psycopg.OperationalError)
-    async def pg_down(request: Request, err: psycopg.OperationalError) -> JSONResponse:
-        return error_response(err)
-
-    @app.exception_handler(sqlite3.OperationalError)
-    async def sqlite_busy(request: Request, err: sqlite3.OperationalError) -> JSONResponse:
-        return error_response(err)
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, err: Exception) -> JSONResponse:
-        return error_response(err)
 
     @app.get("/v1/health", response_model=schemas.Health, tags=["sync"])
     def health() -> dict[str, Any]:
