@@ -41,8 +41,10 @@ class _PgTx(Tx):
     of a write and ``COMMIT`` with the last (:meth:`finish`), statements of a :meth:`batch`
     in one pipeline (one round trip)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], write: bool) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], write: bool,
+                 column_types: dict[tuple[str, tuple[str, ...]], list[int]]) -> None:
         self.conn = conn
+        self.column_types = column_types
         self.cur = conn.cursor()
         self.begin = write  # BEGIN not sent yet
         self.open = False  # in a transaction this object began
@@ -103,7 +105,17 @@ class _PgTx(Tx):
             return
         if self.begin:
             self._pipeline([*self._started()])
-        with self.cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+        key = (table, tuple(columns))
+        types = self.column_types.get(key)
+        if types is None:  # once per table and column list: binary COPY needs exact types
+            oids = dict(self.cur.execute(
+                "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attnum > 0 AND NOT attisdropped", (table,)).fetchall())
+            types = self.column_types[key] = [oids[c] for c in columns]
+        # binary: psycopg writes each row in C and the server skips parsing text
+        with self.cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+                           ) as cp:
+            cp.set_types(types)
             for r in rows:
                 cp.write_row(r)
 
@@ -119,6 +131,7 @@ class PgServerStore(SqlServerStore):
         self._pool: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
         self._sem = threading.BoundedSemaphore(pool_size)
         self._closed = False
+        self._column_types: dict[tuple[str, tuple[str, ...]], list[int]] = {}
         # fail early with a clear error when the server is unreachable
         self._release(self._connect())
 
@@ -152,7 +165,7 @@ class PgServerStore(SqlServerStore):
         # statement its own snapshot anyway, and BEGIN/COMMIT cost two round trips
         conn = self._acquire()
         try:
-            tx = _PgTx(conn, write)
+            tx = _PgTx(conn, write, self._column_types)
             try:
                 yield tx
             except BaseException:
