@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
+from pydantic_core import to_json
 
 from pharmacy.clock import Clock, utcnow
 from sync_server.storage import _COUNTER_COLUMNS, _COUNTER_UPSERT, SqlServerStore, Tx
@@ -27,13 +28,13 @@ def _pg(sql: str) -> str:
 
 def _counters_stmt(rows: Sequence[tuple[str, str, str, str, int, int, int]]
                    ) -> tuple[str, Sequence[Any]]:
-    # one statement for all rows (a day touches dozens of counters); the arrays go in
-    # binary, which psycopg writes without escaping each element
-    cols = list(zip(*rows, strict=True))
-    return (f"INSERT INTO counters({_COUNTER_COLUMNS}) SELECT * FROM "
-            "unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
-            f"%b::bigint[], %b::bigint[], %b::bigint[]) {_COUNTER_UPSERT}",
-            [list(c) for c in cols])
+    # one statement for all rows (a day touches dozens of counters), sent as one JSON text:
+    # encoded in one call, where array parameters would be dumped element by element
+    keys = ("tenant_id", "store_id", "counter_id", "replica_id", "p", "n", "server_seq")
+    return (f"INSERT INTO counters({_COUNTER_COLUMNS}) SELECT {_COUNTER_COLUMNS} FROM "
+            "json_to_recordset(%s::json) AS r(tenant_id text, store_id text, counter_id text, "
+            f"replica_id text, p bigint, n bigint, server_seq bigint) {_COUNTER_UPSERT}",
+            [to_json([dict(zip(keys, r, strict=True)) for r in rows]).decode()])
 
 
 class _PgTx(Tx):
