@@ -140,6 +140,7 @@ def receive(store: Store, batches: list[dict[str, Any]], *, user_id: str | None 
                     code="LOT_EXPIRY_MISMATCH",
                 )
             if existing is None:
+                _announce(c, store, product, now_s)
                 c.execute(
                     "INSERT INTO batches(batch_id, ndc, lot, expiry, status, status_at, supplier, "
                     "unit_cost_cents, received_at) VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)",
@@ -163,6 +164,18 @@ def receive(store: Store, batches: list[dict[str, Any]], *, user_id: str | None 
             changed.append(bid)
             ndcs.append(product.ndc)
     return StockChanged(tuple(changed), tuple(dict.fromkeys(ndcs)), reg)
+
+
+def _announce(c: sqlite3.Connection, store: Store, product: catalog.Product,
+              now_s: str) -> None:
+    """Tell the store about a product it may not know yet (imported at this terminal), in the
+    receipt's transaction and before its batch event, so that other terminals and head office
+    know what the new stock is. Head office's own definition of a product always wins
+    (terminals and the server only add a product announced by a terminal when they lack it)."""
+    cur = c.execute("UPDATE products SET announced_at = ? WHERE ndc = ? AND announced_at IS NULL",
+                    (now_s, product.ndc))
+    if cur.rowcount:
+        outbox.append_event(c, store.replica_id, "product", now_s, product.to_json())
 
 
 def _record_movement(c: sqlite3.Connection, store: Store, batch_id: str, kind: str, delta: int,

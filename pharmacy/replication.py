@@ -298,7 +298,13 @@ def _apply_event(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any]) -> 
     kind = ev["kind"]
     body = ev["body"]
     if kind == "product":
-        catalog.upsert_products(store, [catalog.product_from_json(body)])
+        product = catalog.product_from_json(body)
+        if ev["replica_id"].startswith(HQ_PREFIX) or c.execute(
+                "SELECT 1 FROM products WHERE ndc = ?", (product.ndc,)).fetchone() is None:
+            # head office's definition wins; a terminal's announcement only adds what is missing
+            catalog.upsert_products(store, [product])
+        c.execute("UPDATE products SET announced_at = ? WHERE ndc = ? AND announced_at IS NULL",
+                  (ev["created_at"], product.ndc))
     elif kind == "batch":
         if c.execute("SELECT 1 FROM products WHERE ndc = ?", (body["ndc"],)).fetchone() is None:
             return f"product {body['ndc']} not in the catalog yet"

@@ -802,7 +802,8 @@ class SqlServerStore(ABC):
                 raise Conflict("an event id in this push is already stored with another "
                                "replica or seq", code="EVENT_ID_REUSED") from None
             self._materialize(tx, tenant, store, [(evs[i]["kind"], bodies[i]) for i in new
-                                                  if evs[i]["kind"] in read_kinds])
+                                                  if evs[i]["kind"] in read_kinds],
+                              from_terminal=True)
             changed = []
             for (cid, rep), (p, n) in counters.items():
                 if existing.get((cid, rep)) == (p, n):
@@ -827,16 +828,21 @@ class SqlServerStore(ABC):
         return resp
 
     def _materialize(self, tx: Tx, tenant: str, store: str,
-                     items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+                     items: Iterable[tuple[str, Mapping[str, Any]]], *,
+                     from_terminal: bool = False) -> None:
+        """Head office's views of the events (products, batches); ``from_terminal``: pushed
+        by a terminal, whose product announcements only add a product the store lacks."""
+        on_conflict = "DO NOTHING" if from_terminal else (
+            "DO UPDATE SET name = excluded.name, dea_schedule = excluded.dea_schedule, "
+            "india_schedule = excluded.india_schedule, cmea = excluded.cmea, "
+            "body = excluded.body")
         for kind, body in items:
             if kind == "product":
                 p = product_from_json(body)
                 tx.execute(
                     "INSERT INTO srv_products(tenant_id, store_id, ndc, name, dea_schedule, "
                     "india_schedule, cmea, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (tenant_id, store_id, ndc) DO UPDATE SET name = excluded.name, "
-                    "dea_schedule = excluded.dea_schedule, india_schedule = "
-                    "excluded.india_schedule, cmea = excluded.cmea, body = excluded.body",
+                    f"ON CONFLICT (tenant_id, store_id, ndc) {on_conflict}",
                     (tenant, store, p.ndc, p.name, p.dea_schedule, p.india_schedule,
                      int(p.cmea), canonical_json(body)))
             elif kind == "batch":

@@ -119,6 +119,7 @@ def test_a_schema_7_database_keeps_its_decisions_when_upgraded(
 ) -> None:
     """0008 moves an allowed sale's decision onto its sale row and a refused attempt's into
     `refusals`; the view `decisions` reads exactly the rows the table held."""
+    from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
     from pharmacy import catalog, inventory
     from pharmacy import store as store_mod
     from pharmacy.compliance import InterimGate
@@ -131,9 +132,13 @@ def test_a_schema_7_database_keeps_its_decisions_when_upgraded(
     assert old.conn.execute("PRAGMA user_version").fetchone()[0] == 7
     catalog.upsert_products(old, [catalog.product_from_json(
         {"ndc": "0904-6728-60", "name": "Ibuprofen 200 mg tablets 100s", "price": "7.49"})])
-    inventory.receive(old, [{"ndc": "0904-6728-60", "lot": "L1", "expiry": "2030-01-31",
-                             "qty": 10}])
     rid = old.replica_id
+    with old.transaction() as c:  # a receipt as pharmos recorded it at schema 7
+        c.execute("INSERT INTO batches(batch_id, ndc, lot, expiry, status, status_at, "
+                  "received_at) VALUES ('00904672860:L1', '0904-6728-60', 'L1', '2030-01-31', "
+                  "'active', '2026-11-01T00:00:00Z', '2026-11-01T00:00:00Z')")
+        c.execute(SQL_LOCAL_ADD, local_add_params(inventory.counter_id("00904672860:L1"), rid,
+                                                  10))
     override = json.dumps([{"code": "RULE_X", "message": "m", "citation": None,
                             "severity": "info", "overridable": True, "rule_id": "r-x",
                             "line_no": 1, "overridden_by": "ph-ana"}])
@@ -203,3 +208,28 @@ def test_a_migration_that_breaks_a_foreign_key_is_rolled_back(
     assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert c.execute("SELECT name FROM sqlite_master WHERE name = 'bad_branch'").fetchone() is None
     assert c.execute("SELECT COUNT(*) FROM sale_lines").fetchone()[0] == 0
+
+
+def test_products_on_file_before_0009_are_not_announced(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """0009: a product already on file counts as known to the store; one imported after it is
+    announced (a `product` event) with its first receipt, and only then."""
+    from pharmacy import catalog, inventory
+    from pharmacy import store as store_mod
+
+    real = store_mod._migrations()
+    with monkeypatch.context() as m:
+        m.setattr(store_mod, "_migrations", lambda: [x for x in real if x[0] <= 8])
+        old = Store.init(tmp_path / "term", "store-1")
+    catalog.upsert_products(old, [catalog.product_from_json(
+        {"ndc": "0904-6728-60", "name": "Ibuprofen 200 mg tablets 100s", "price": "7.49"})])
+    old.close()
+    with Store.open(tmp_path / "term") as new:
+        catalog.upsert_products(new, [catalog.product_from_json(
+            {"ndc": "0002-1433-80", "name": "Local Tabs 10 mg", "price": "3.10"})])
+        for lot in ("A1", "A2"):
+            inventory.receive(new, [{"ndc": n, "lot": lot, "expiry": "2031-01-31", "qty": 5}
+                                    for n in ("0904-6728-60", "0002-1433-80")])
+        bodies = [json.loads(r[0]) for r in new.conn.execute(
+            "SELECT body FROM events WHERE kind = 'product'")]
+        assert [b["ndc"] for b in bodies] == ["0002-1433-80"]

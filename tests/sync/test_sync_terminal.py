@@ -21,13 +21,13 @@ import keyring
 import pytest
 
 from crdt import shared_doc
-from pharmacy import inventory, replication
+from pharmacy import catalog, inventory, replication
 from pharmacy.compliance import InterimGate
 from pharmacy.errors import PharmosError
 from pharmacy.sales import Dispenser
 from sync_server.storage import SqlServerStore, open_store
 from terminal import sync_client
-from tests.sync.conftest import ServerProcess, enroll_code, seed_store, unique
+from tests.sync.conftest import ServerProcess, enroll_code, products, seed_store, unique
 from tests.sync.faultproxy import FaultProxy
 from tests.sync.helpers import Till, opening_ledger
 
@@ -127,6 +127,47 @@ def test_two_tills_converge_and_stock_is_exact(tmp_path: Path, server: ServerPro
     rows = {r["terminal_id"]: r for r in hq.terminals(*shop)}
     assert rows[a.enrolled["terminal_id"]]["pending_events"] == 0
     assert rows[a.enrolled["terminal_id"]]["last_sync_at"]
+
+
+def test_stock_of_a_product_imported_at_one_till_reaches_the_others(
+        tmp_path: Path, server: ServerProcess, shop: tuple[str, str],
+        hq: SqlServerStore) -> None:
+    """A product head office never sent (imported at one terminal) is announced with its
+    first receipt: head office and the other terminals learn what the stock is, and can sell
+    it; head office's definition of a product it does send always wins."""
+    a, b = till(tmp_path, server, shop, "imp-a"), till(tmp_path, server, shop, "imp-b")
+    for t in (a, b):
+        t.sync()
+    local = catalog.product_from_json({"ndc": "0002-1433-80", "name": "Local Tabs 10 mg",
+                                       "price": "3.10", "strength": "10 mg"})
+    ours = products()[0]  # head office's: a terminal's own copy of it must not spread
+    hq.publish(shop[0], shop[1], "product", [{**ours.to_json(), "price": "9.99"}])
+    with a.store() as s:
+        catalog.upsert_products(s, [local, catalog.product_from_json(
+            {**ours.to_json(), "name": "Stale name", "price": "1.00"})])
+        inventory.receive(s, [{"ndc": local.ndc, "lot": "LOC1", "expiry": "2031-01-31",
+                               "qty": 12}])
+        # the batch event follows the announcement in the same push
+        kinds = [r[0] for r in s.conn.execute(
+            "SELECT kind FROM events WHERE replica_id = ? ORDER BY seq", (s.replica_id,))]
+        assert kinds[-3:] == ["product", "batch", "movement"]
+        s.conn.execute("UPDATE products SET announced_at = NULL WHERE ndc = ?", (ours.ndc,))
+        inventory.receive(s, [{"ndc": ours.ndc, "lot": "OLD9", "expiry": "2031-01-31",
+                               "qty": 1}])
+    for _ in range(2):
+        for t in (a, b):
+            t.sync()
+    srv = {r["lot"]: r for r in server_stock(hq, shop)}
+    assert srv["LOC1"]["name"] == "Local Tabs 10 mg" and srv["LOC1"]["on_hand"] == 12
+    assert srv["OLD9"]["name"] == ours.name  # not the terminal's stale copy
+    assert a.stock() == b.stock() == server_stock(hq, shop)
+    for t in (a, b):
+        with t.store() as s:
+            assert catalog.lookup(s.conn, ours.ndc).price_cents == 999, t.name
+            assert catalog.lookup(s.conn, local.ndc).name == "Local Tabs 10 mg"
+    with b.store() as s:  # the other till sells the stock it now knows
+        sold = Dispenser(s, InterimGate()).sell({"lines": [{"ndc": local.ndc, "qty": 2}]})
+        assert [a.lot for a in sold.lines[0].allocations] == ["LOC1"]
 
 
 def test_a_cut_connection_leaves_no_gap_and_no_duplicate(tmp_path: Path, server: ServerProcess,
