@@ -22,7 +22,7 @@ from pharmacy.errors import BadInput, IntegrityFailure, NotFound, PharmosError
 from pharmacy.ids import new_id
 
 KEY_FILE = "phi.key"
-_FIELDS = ("name", "address", "birth_date", "id_document", "phone", "allergies",
+_FIELDS = ("name", "address", "birth_date", "gender", "id_document", "phone", "allergies",
            "medications")
 
 

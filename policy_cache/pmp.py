@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+import sqlite3
+import unicodedata
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
+from pharmacy.clock import iso, parse_iso
 from pharmacy.errors import BadInput
 from policy_cache.records import Alert
 
@@ -109,3 +114,227 @@ def pmp_deadline_alerts(queue: Sequence[dict[str, Any]], now: datetime, tz: tzin
                 f"{due.isoformat()}; connect and send the PMP queue now",
                 "CA H&S 11165(d)", due))
     return alerts
+
+
+# ---- dispensing reports ---------------------------------------------------------------------
+# Field codes marked [B] in REGULATIONS.md §2.3 follow ASAP 4.2; a state's Data Submission
+# Guide is the final word on them (docs/pmp.md).
+_ADDRESS = re.compile(r"^\s*(?P<street>.+?),\s*(?P<city>[^,]+?),?\s+(?P<state>[A-Za-z]{2})\s+"
+                      r"(?P<zip>\d{5}(?:-?\d{4})?)\s*$")
+_TITLES = {"dr", "dr.", "mr", "mr.", "mrs", "mrs.", "ms", "ms.", "miss", "prof", "prof."}
+_UNIT_CODES = {"ml": "02", "milliliter": "02", "g": "03", "gram": "03"}  # else 01 each [B]
+
+
+def split_address(text: str | None) -> tuple[str, str, str, str]:
+    """(street, city, state, ZIP digits) of "street, city ST 12345"; anything else is kept
+    whole as the street."""
+    m = _ADDRESS.match(text or "")
+    if m is None:
+        return (text or "").strip(), "", "", ""
+    return (m["street"].strip(), m["city"].strip(), m["state"].upper(),
+            m["zip"].replace("-", ""))
+
+
+def split_name(text: str | None) -> tuple[str, str, str]:
+    """(last, first, middle) of "Last, First Middle" or "First Middle Last" (titles such as
+    "Dr." dropped)."""
+    raw = (text or "").strip()
+    if "," in raw:
+        last, _, rest = raw.partition(",")
+        given = [w for w in rest.split() if w.lower() not in _TITLES]
+        return last.strip(), given[0] if given else "", " ".join(given[1:])
+    words = [w for w in raw.split() if w.lower() not in _TITLES]
+    if not words:
+        return "", "", ""
+    if len(words) == 1:
+        return words[0], "", ""
+    return words[-1], words[0], " ".join(words[1:-1])
+
+
+@dataclass(frozen=True)
+class Dispensing:
+    """One controlled-substance prescription line as a PMP reports it (its lots summed)."""
+
+    sale_id: str
+    line_ndc: str
+    ndc11: str  # 11 digits
+    unit: str
+    qty: int
+    filled: date  # the store's local date of the sale
+    rx: dict[str, Any]
+    patient_id: str
+    patient: dict[str, Any]
+
+
+def collect_dispensings(conn: sqlite3.Connection, vault: Any, user_id: str, start: date,
+                        end: date, tz: tzinfo) -> list[Dispensing]:
+    """Controlled-substance dispensings (the register's ``dispense`` entries) whose sale falls
+    on a local date from ``start`` to ``end``, in sale order. Each patient record is read
+    through ``vault`` (a ``pharmacy.phi.PhiVault``), so every read is in the audit log."""
+    from pharmacy import catalog
+
+    lo = datetime.combine(start, time(0), tz).astimezone(UTC)
+    hi = datetime.combine(end + timedelta(days=1), time(0), tz).astimezone(UTC)
+    rows = conn.execute(
+        "SELECT s.sale_id, s.created_at, s.rx, s.patient_id, json_extract(r.body, '$.ndc'), "
+        "SUM(r.qty) FROM register r JOIN sales s ON s.sale_id = json_extract(r.body, "
+        "'$.sale_id') WHERE r.kind = 'dispense' AND s.created_at >= ? AND s.created_at < ? "
+        "GROUP BY s.sale_id, json_extract(r.body, '$.ndc') ORDER BY s.created_at, s.sale_id",
+        (iso(lo), iso(hi))).fetchall()
+    out: list[Dispensing] = []
+    patients: dict[str, dict[str, Any]] = {}
+    for sale_id, created, rx_json, patient_id, ndc, qty in rows:
+        if not patient_id:  # a controlled dispense always has a patient; skip a broken row
+            continue
+        if patient_id not in patients:
+            patients[patient_id] = vault.get(patient_id, user_id)
+        product = catalog.lookup(conn, ndc)
+        out.append(Dispensing(
+            sale_id, ndc, product.ndc11.replace("-", ""), product.unit, int(qty),
+            parse_iso(created).astimezone(tz).date(), json.loads(rx_json) if rx_json else {},
+            patient_id, patients[patient_id]))
+    return out
+
+
+def _clean(value: Any, element: str, terminator: str) -> str:
+    """An element's text, in ASCII (accents dropped: "José" is "Jose"), with no delimiter,
+    terminator or line break inside it."""
+    text = "" if value is None else str(value)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    for ch in (element, terminator, "\r", "\n"):
+        text = text.replace(ch, " ")
+    return text.strip()
+
+
+def _yyyymmdd(value: Any) -> str:
+    if isinstance(value, date):
+        return f"{value:%Y%m%d}"
+    text = str(value or "")
+    return text[:10].replace("-", "") if len(text) >= 10 else ""
+
+
+def dispense_report(items: Sequence[Dispensing], *, control_number: str, created: datetime,
+                    pharmacy: dict[str, str], period_start: date, period_end: date,
+                    version: str = "4.2A", element: str = "*", terminator: str = "~",
+                    production: bool = True) -> str:
+    """An ASAP 4.x file reporting ``items`` (one PAT per patient, a DSP and its PRE per
+    dispensing); with no items, the zero report for the period."""
+    ident = pharmacy.get("npi", ""), pharmacy.get("ncpdp", ""), pharmacy.get("dea", "")
+    if not any(ident):
+        raise AsapInvalid("PHA needs the pharmacy's NPI, NCPDP or DEA number; set "
+                          "pharmacy.npi, pharmacy.ncpdp or pharmacy.dea", code="ASAP_PHA_ID")
+    if not items:
+        return zero_report(control_number=control_number, created=created,
+                           period_start=period_start, period_end=period_end,
+                           pharmacy=pharmacy, version=version, element=element,
+                           terminator=terminator)
+
+    def seg(*fields: Any) -> str:
+        return element.join(_clean(f, element, terminator) for f in fields)
+
+    street, city, state, zip_ = split_address(pharmacy.get("address"))
+    segs = [
+        element.join(["TH", version, control_number, "01", "", f"{created:%Y%m%d}",
+                      f"{created:%H%M%S}", "P" if production else "T", "", ""]),
+        seg("IS", pharmacy.get("is_id") or next(i for i in ident if i),
+            pharmacy.get("name", ""), f"#{period_start:%Y%m%d}#-#{period_end:%Y%m%d}#"),
+        seg("PHA", *ident, pharmacy.get("name", ""), street, "", city, state, zip_,
+            "".join(ch for ch in pharmacy.get("phone", "") if ch.isdigit())),
+    ]
+    first_pha = len(segs) - 1
+    by_patient: dict[str, list[Dispensing]] = {}
+    for d in items:
+        by_patient.setdefault(d.patient_id, []).append(d)
+    for group in by_patient.values():
+        p = group[0].patient
+        last, first, middle = split_name(p.get("name"))
+        p_street, p_city, p_state, p_zip = split_address(p.get("address"))
+        gender = str(p.get("gender") or p.get("sex") or "U").strip().upper()[:1]
+        segs.append(seg("PAT", "", "", "", "", "", "", last, first, middle, "", "", p_street,
+                        "", p_city, p_state, p_zip,
+                        "".join(ch for ch in str(p.get("phone") or "") if ch.isdigit()),
+                        _yyyymmdd(p.get("birth_date")), gender if gender in "FMU" else "U",
+                        "01"))
+        for d in group:
+            rx = d.rx
+            pres: dict[str, Any] = rx["prescriber"] if isinstance(rx.get("prescriber"),
+                                                                   dict) else {}
+            partial = rx.get("partial_fill")
+            segs.append(seg(
+                "DSP", "00", rx.get("rx_number", ""), _yyyymmdd(rx.get("written_on")),
+                rx.get("refills_authorized", ""), _yyyymmdd(d.filled),
+                rx.get("refill_number", 0) or 0, "01", d.ndc11, d.qty,
+                rx.get("days_supply", ""), _UNIT_CODES.get(d.unit.strip().lower(), "01"), "",
+                "01" if partial else "00", "", "", "01", _yyyymmdd(d.filled), "", "", "", "",
+                rx.get("quantity_prescribed", ""), rx.get("directions", "")))
+            p_last, p_first, p_middle = split_name(pres.get("name"))
+            segs.append(seg("PRE", pres.get("npi", ""), pres.get("dea", ""), "",
+                            pres.get("license", ""), p_last, p_first, p_middle,
+                            "".join(ch for ch in str(pres.get("phone") or "") if ch.isdigit())))
+    segs.append(seg("TP", str(len(segs) - first_pha + 1)))  # PHA .. TP inclusive [B]
+    segs.append(seg("TT", control_number, str(len(segs) + 1)))
+    # TH09 is the terminator itself: TH ends "...*<TH08>*" and its terminator follows
+    return "".join(s + terminator for s in segs)
+
+
+PHARMACY_SETTINGS = ("npi", "ncpdp", "dea", "name", "address", "phone")
+
+
+def write_report(store: Any, vault: Any, *, user_id: str, start: date, end: date, tz: tzinfo,
+                 out: str, pharmacy: dict[str, str] | None = None,
+                 production: bool = True) -> dict[str, Any]:
+    """Collect, build, check (rule 37) and write the ASAP file for ``start``..``end`` to
+    ``out`` (mode 0600, replaced atomically); record it in ``pmp_reports`` and the audit
+    log. ``pharmacy`` overrides the store's ``pharmacy.*`` settings."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from pharmacy.ids import new_id
+
+    if end < start:
+        raise BadInput(f"the period ends ({end}) before it starts ({start})",
+                       code="BAD_PERIOD")
+    if not user_id:
+        raise BadInput("a PMP report reads patient records: give the user who runs it",
+                       code="HIPAA_UNIQUE_USER")
+    ident = {k: store.get_setting(f"pharmacy.{k}") or "" for k in PHARMACY_SETTINGS}
+    ident.update({k: v for k, v in (pharmacy or {}).items() if v})
+    now = store.clock()
+    control = f"{now:%Y%m%d%H%M%S}"
+    with store.transaction() as c:  # the patient reads and their audit rows together
+        items = collect_dispensings(c, vault, user_id, start, end, tz)
+    text = dispense_report(items, control_number=control, created=now.astimezone(tz),
+                           pharmacy=ident, period_start=start, period_end=end,
+                           production=production)
+    f = validate_asap(text)
+    data = text.encode("ascii", "replace")
+    path = Path(out)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise BadInput(f"cannot write {out}: {e.strerror}", code="BAD_OUTPUT_FILE") from None
+    digest = hashlib.sha256(data).hexdigest()
+    report_id = new_id()
+    created = iso(now)
+    with store.transaction() as c:
+        c.execute("INSERT INTO pmp_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (report_id, created, user_id, start.isoformat(), end.isoformat(), control,
+                   len(items), int(production), digest, str(path)))
+        c.execute("INSERT INTO audit_log(created_at, user_id, action, subject, detail) "
+                  "VALUES (?, ?, 'pmp.report', ?, ?)",
+                  (created, user_id, report_id,
+                   json.dumps({"period": [start.isoformat(), end.isoformat()],
+                               "dispensings": len(items), "sha256": digest})))
+    return {"report_id": report_id, "file": str(path), "control_number": control,
+            "period": {"from": start.isoformat(), "to": end.isoformat()},
+            "dispensings": len(items), "patients": len({d.patient_id for d in items}),
+            "zero_report": not items, "segments": len(f.segments),
+            "production": production, "sha256": digest}

@@ -188,7 +188,59 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date_arg(value: str, flag: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"{flag} {value!r} is not a date (YYYY-MM-DD)", code="BAD_DATE") from None
+
+
+def cmd_pmp_report(args: argparse.Namespace) -> int:
+    import zoneinfo
+
+    from pharmacy.phi import FileKeyProvider, PhiVault
+    from policy_cache import pmp
+
+    start = _date_arg(args.date_from, "--from")
+    end = _date_arg(args.date_to, "--to") if args.date_to else start
+    with _open(args) as store:
+        zone_name = args.tz or store.get_setting("timezone") or "UTC"
+        try:
+            tz = zoneinfo.ZoneInfo(zone_name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise BadInput(f"unknown time zone {zone_name!r}", code="BAD_TIMEZONE") from None
+        vault = PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
+        out = pmp.write_report(store, vault, user_id=args.user, start=start, end=end, tz=tz,
+                               out=args.out, production=not args.test,
+                               pharmacy={"npi": args.npi, "ncpdp": args.ncpdp,
+                                         "dea": args.dea})
+    emit(args, out, f"{out['file']}: {out['dispensings']} dispensing(s) for "
+         f"{out['period']['from']}..{out['period']['to']}"
+         + (" (zero report)" if out["zero_report"] else "")
+         + f", control number {out['control_number']}")
+    return 0
+
+
 def register(sub: Any) -> None:
+    pmp = sub.add_parser("pmp", help="prescription monitoring program (ASAP) reports")
+    pms = pmp.add_subparsers(dest="pmp_command", required=True)
+    p = pms.add_parser("report", help="write the ASAP file of a period's controlled "
+                       "dispensings (a zero report when there were none)")
+    add_data_dir(p)
+    p.add_argument("--from", dest="date_from", required=True, help="first day (YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", help="last day (default: --from)")
+    p.add_argument("--user", required=True, help="user id of who runs it (PHI access audit)")
+    p.add_argument("--out", required=True, help="file to write (mode 0600: it holds PHI)")
+    p.add_argument("--tz", help="the store's time zone (default: setting 'timezone', or UTC)")
+    p.add_argument("--test", action="store_true", help="mark the file as a test file (TH07 T)")
+    for flag in ("npi", "ncpdp", "dea"):
+        p.add_argument(f"--{flag}", help=f"pharmacy {flag.upper()} (default: setting "
+                      f"pharmacy.{flag})")
+    add_json(p)
+    p.set_defaults(handler=cmd_pmp_report)
+
     pol = sub.add_parser("policy", help="signed policy bundles and compliance decisions")
     ps = pol.add_subparsers(dest="policy_command", required=True)
 

@@ -1,0 +1,237 @@
+"""PMP dispensing reports (ASAP 4.x, REGULATIONS.md §2): built from real controlled sales
+through the Cedar gate, written as files, recorded, and checked by rule 37's validator."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pharmacy import catalog, inventory
+from pharmacy.errors import BadInput
+from pharmacy.phi import FileKeyProvider, PhiVault
+from pharmacy.store import Store
+from policy_cache import pmp
+from terminal import wiring
+from terminal.cli import main as cli_main
+
+OTC = {"ndc": "0904-6728-60", "name": "Ibuprofen 200 mg tablets 100s", "unit": "pack",
+       "price": "7.49", "ingredients": ["ibuprofen"], "strength": "200 mg"}
+CII = {"ndc": "0406-0552-01", "name": "Oxycodone HCl 5 mg tablets", "unit": "tablet",
+       "price": "0.45", "rx_only": True, "dea_schedule": "CII", "ingredients": ["oxycodone"],
+       "strength": "5 mg", "appl": "A090895:001", "attrs": {"opioid": True}}
+PRESCRIBER = {"name": "Dr. Maria Alvarez", "address": "1200 Main St, Austin TX 78701",
+              "dea": "BA1234563", "npi": "1003000126"}
+PATIENTS = [
+    {"id": "pt-1", "name": "Ana Lucia Reyes", "address": "1 Test Way, Austin TX 78701",
+     "birth_date": "1970-01-02", "id_document": "TXDL12345678", "gender": "F"},
+    {"id": "pt-2", "name": "Smith, John", "address": "9 Oak Rd, Round Rock, TX 78664-1234",
+     "birth_date": "1985-06-30", "id_document": "TXDL87654321"},
+]
+PHARMACY = {"pharmacy.npi": "1234567893", "pharmacy.dea": "FP1234563",
+            "pharmacy.name": "Main Street Pharmacy",
+            "pharmacy.address": "500 Congress Ave, Austin TX 78701",
+            "pharmacy.phone": "(512) 555-0100"}
+
+
+def _store(tmp_path: Path, pharmacy: bool = True) -> Store:
+    store = Store.init(tmp_path / "term", "pmp-store")
+    store.set_setting("jurisdiction", "US-TX")
+    if pharmacy:
+        for k, v in PHARMACY.items():
+            store.set_setting(k, v)
+    catalog.upsert_products(store, [catalog.product_from_json(p) for p in (OTC, CII)])
+    if wiring.install_demo_policy(store) is not None:
+        from policy_cache.allowances import grant_allowances
+
+        grant_allowances(store, {"per_day": {"CII": 1000}})
+    soon = (store.clock().date() + timedelta(days=200)).isoformat()
+    later = (store.clock().date() + timedelta(days=400)).isoformat()
+    inventory.receive(store, [
+        {"ndc": OTC["ndc"], "lot": "O1", "expiry": later, "qty": 50},
+        {"ndc": CII["ndc"], "lot": "C1", "expiry": soon, "qty": 4, "order_form": "CSOS-1"},
+        {"ndc": CII["ndc"], "lot": "C2", "expiry": later, "qty": 100, "order_form": "CSOS-2"},
+    ])
+    return store
+
+
+def _rx(number: str, today: str, **kw: Any) -> dict[str, Any]:
+    return {"rx_number": number, "electronic": True, "written_on": today, "refill_number": 0,
+            "refills_authorized": 0, "days_supply": 5, "quantity_prescribed": 10, "daw": 0,
+            "prescriber": PRESCRIBER, "directions": "1 tab q6h prn pain", "pmp_checked": True,
+            **kw}
+
+
+def _sell(store: Store, patient: dict[str, Any] | None, lines: list[dict[str, Any]],
+          rx: dict[str, Any] | None) -> Any:
+    req: dict[str, Any] = {"jurisdiction": "US-TX", "lines": lines,
+                           "user": {"id": "u-ph", "role": "pharmacist"}}
+    if patient is not None:
+        req["patient"] = patient
+    if rx is not None:
+        req["rx"] = rx
+    return wiring.dispenser(store).sell(req)
+
+
+def _vault(store: Store) -> PhiVault:
+    return PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
+
+
+def test_a_days_controlled_dispensings_are_reported(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    today = store.clock().date().isoformat()
+    first = _sell(store, PATIENTS[0], [{"ndc": CII["ndc"], "qty": 10},
+                                       {"ndc": OTC["ndc"], "qty": 1}], _rx("RX100", today))
+    assert [a.lot for a in first.lines[0].allocations] == ["C1", "C2"]  # two lots, one DSP
+    _sell(store, PATIENTS[1], [{"ndc": CII["ndc"], "qty": 5}],
+          _rx("RX200", today, partial_fill=True, quantity_prescribed=20))
+    _sell(store, None, [{"ndc": OTC["ndc"], "qty": 2}], None)  # not a controlled substance
+    day = datetime.fromisoformat(store.conn.execute(
+        "SELECT MAX(created_at) FROM sales").fetchone()[0]).astimezone(UTC).date()
+    out_file = tmp_path / "pmp.asap"
+    reads_before = store.conn.execute(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'phi.read'").fetchone()[0]
+    res = pmp.write_report(store, _vault(store), user_id="u-ph", start=day, end=day, tz=UTC,
+                           out=str(out_file))
+    assert res["dispensings"] == 2 and res["patients"] == 2 and not res["zero_report"]
+    text = out_file.read_text()
+    f = pmp.validate_asap(text)  # rule 37: TT01 = TH02, TT02 = segment count
+    assert f.ids() == ["TH", "IS", "PHA", "PAT", "DSP", "PRE", "PAT", "DSP", "PRE", "TP", "TT"]
+    assert res["segments"] == 11 and f.segments[-2] == ("TP", "8")  # PHA .. TP
+    th, pha = f.segments[0], f.segments[2]
+    assert th[1] == "4.2A" and th[2] == res["control_number"] and th[7] == "P"
+    assert pha[1:4] == ("1234567893", "", "FP1234563")
+    assert pha[4:11] == ("Main Street Pharmacy", "500 Congress Ave", "", "Austin", "TX",
+                         "78701", "5125550100")
+    pats = [s for s in f.segments if s[0] == "PAT"]
+    assert (pats[0][7], pats[0][8], pats[0][9]) == ("Reyes", "Ana", "Lucia")
+    assert pats[0][12:17] == ("1 Test Way", "", "Austin", "TX", "78701")
+    assert (pats[0][18], pats[0][19], pats[0][20]) == ("19700102", "F", "01")
+    assert (pats[1][7], pats[1][8], pats[1][16], pats[1][18], pats[1][19]) == (
+        "Smith", "John", "786641234", "19850630", "U")
+    dsps = [s for s in f.segments if s[0] == "DSP"]
+    ymd = f"{day:%Y%m%d}"
+    assert dsps[0][1:11] == ("00", "RX100", today.replace("-", ""), "0", ymd, "0", "01",
+                             "00406055201", "10", "5")  # both lots in one dispensing
+    assert (dsps[0][11], dsps[0][13], dsps[0][16], dsps[0][17]) == ("01", "00", "01", ymd)
+    assert dsps[0][22:24] == ("10", "1 tab q6h prn pain")
+    assert (dsps[1][2], dsps[1][9], dsps[1][13], dsps[1][22]) == ("RX200", "5", "01", "20")
+    pre = next(s for s in f.segments if s[0] == "PRE")
+    assert pre[1:7] == ("1003000126", "BA1234563", "", "", "Alvarez", "Maria")
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o600  # it holds PHI
+    c = store.conn
+    assert c.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'phi.read'"
+                     ).fetchone()[0] == reads_before + 2  # each patient read once, audited
+    row = c.execute("SELECT dispensings, sha256, period_start, user_id FROM pmp_reports"
+                    ).fetchone()
+    import hashlib
+
+    assert tuple(row) == (2, hashlib.sha256(out_file.read_bytes()).hexdigest(),
+                          day.isoformat(), "u-ph")
+    assert c.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'pmp.report'"
+                     ).fetchone()[0] == 1
+    # the next day holds none of these: a zero report
+    nxt = pmp.write_report(store, _vault(store), user_id="u-ph", start=day + timedelta(1),
+                           end=day + timedelta(1), tz=UTC, out=str(tmp_path / "z.asap"))
+    assert nxt["zero_report"] and nxt["dispensings"] == 0
+    store.close()
+
+
+def test_a_day_without_controlled_dispensing_gives_a_zero_report(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _sell(store, None, [{"ndc": OTC["ndc"], "qty": 1}], None)
+    day = store.clock().date()
+    res = pmp.write_report(store, _vault(store), user_id="u-ph", start=day - timedelta(1),
+                           end=day + timedelta(1), tz=UTC, out=str(tmp_path / "zero.asap"),
+                           production=False)
+    f = pmp.validate_asap((tmp_path / "zero.asap").read_text())
+    assert res["zero_report"] and f.ids() == ["TH", "IS", "PHA", "PAT", "DSP", "TP", "TT"]
+    assert f.segments[0][7] == "P"  # zero_report's own header; the flag only marks real files
+    store.close()
+
+
+def test_a_report_needs_a_pharmacy_id_and_writes_nothing_without_one(tmp_path: Path) -> None:
+    store = _store(tmp_path, pharmacy=False)
+    day = store.clock().date()
+    with pytest.raises(BadInput) as ei:
+        pmp.write_report(store, _vault(store), user_id="u-ph", start=day, end=day, tz=UTC,
+                         out=str(tmp_path / "x.asap"))
+    assert ei.value.code == "ASAP_PHA_ID"
+    assert not (tmp_path / "x.asap").exists()
+    assert store.conn.execute("SELECT COUNT(*) FROM pmp_reports").fetchone()[0] == 0
+    with pytest.raises(BadInput) as ei:
+        pmp.write_report(store, _vault(store), user_id="u-ph", start=day, end=day - timedelta(1),
+                         tz=UTC, out=str(tmp_path / "x.asap"), pharmacy={"dea": "FP1234563"})
+    assert ei.value.code == "BAD_PERIOD"
+    store.close()
+
+
+def test_pmp_report_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = _store(tmp_path, pharmacy=False)
+    today = store.clock().date().isoformat()
+    _sell(store, PATIENTS[0], [{"ndc": CII["ndc"], "qty": 3}], _rx("RX300", today))
+    store.close()
+    out = tmp_path / "cli.asap"
+    d = str(tmp_path / "term")
+    assert cli_main(["pmp", "report", "--data-dir", d, "--from", today, "--to", today,
+                     "--user", "u-ph", "--out", str(out), "--dea", "FP1234563",
+                     "--tz", "UTC", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert {"report_id", "file", "control_number", "period", "dispensings",
+            "zero_report"} <= set(res)
+    assert res["period"] == {"from": today, "to": today} and res["dispensings"] == 1
+    assert pmp.validate_asap(out.read_text()).segments[2][3] == "FP1234563"
+    assert cli_main(["pmp", "report", "--data-dir", d, "--from", "2026-13-01", "--user", "u",
+                     "--out", str(out), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "BAD_DATE"
+    assert cli_main(["pmp", "report", "--data-dir", d, "--from", today, "--user", "u",
+                     "--out", str(out), "--json"]) == 1  # no NPI, NCPDP or DEA anywhere
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "ASAP_PHA_ID"
+
+
+def test_names_and_addresses_split_as_asap_wants_them() -> None:
+    assert pmp.split_name("Dr. Maria Alvarez") == ("Alvarez", "Maria", "")
+    assert pmp.split_name("Smith, John Q") == ("Smith", "John", "Q")
+    assert pmp.split_name("Cher") == ("Cher", "", "")
+    text = pmp.dispense_report(
+        [pmp.Dispensing("s", CII["ndc"], "00406055201", "mL", 5, date(2026, 11, 2), {}, "p",
+                        {"name": "José Ñúñez"})], control_number="1",
+        created=datetime(2026, 11, 3), pharmacy={"dea": "FP1234563"},
+        period_start=date(2026, 11, 2), period_end=date(2026, 11, 2))
+    assert "*Nunez*Jose*" in text and text.isascii() and "*00406055201*5**02*" in text
+    assert pmp.split_name("") == ("", "", "")
+    assert pmp.split_address("1 Test Way, Austin TX 78701") == (
+        "1 Test Way", "Austin", "TX", "78701")
+    assert pmp.split_address("PO Box 7") == ("PO Box 7", "", "", "")
+
+
+_TEXT = st.text(st.characters(min_codepoint=9, max_codepoint=126), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=_TEXT, address=_TEXT, sig=_TEXT, rx_number=_TEXT, pres=_TEXT,
+       qty=st.integers(1, 10_000), n=st.integers(1, 4))
+def test_any_free_text_gives_a_valid_file(name: str, address: str, sig: str, rx_number: str,
+                                          pres: str, qty: int, n: int) -> None:
+    """Delimiters, terminators and line breaks in names, addresses or directions never
+    break the file's structure: it validates and has one segment per field group."""
+    items = [pmp.Dispensing(f"s{i}", CII["ndc"], "00406055201", "tablet", qty,
+                            date(2026, 11, 2), {"rx_number": rx_number, "directions": sig,
+                                                "prescriber": {"name": pres, "dea": "BA1"}},
+                            f"p{i % 2}", {"name": name, "address": address,
+                                          "birth_date": "1970-01-01"})
+             for i in range(n)]
+    text = pmp.dispense_report(items, control_number="42", created=datetime(2026, 11, 3, 1, 2),
+                               pharmacy={"dea": "FP1234563", "name": name, "address": address},
+                               period_start=date(2026, 11, 2), period_end=date(2026, 11, 2))
+    f = pmp.validate_asap(text)
+    patients = min(n, 2)
+    assert f.ids().count("PAT") == patients and f.ids().count("DSP") == n
+    assert len(f.segments) == 5 + patients + 2 * n
+    assert all(len(s) == 24 for s in f.segments if s[0] == "DSP")  # DSP01 .. DSP23
