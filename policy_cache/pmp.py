@@ -95,24 +95,33 @@ def working_day_end(d: date, tz: tzinfo, holidays: Collection[date] = (),
     return datetime.combine(d, close, tz)
 
 
+# states whose PMP wants a dispensing by the end of the next working day: program, citation
+NEXT_WORKING_DAY = {"US-CA": ("CURES", "CA H&S 11165(d)"),
+                    "US-TX": ("Texas PMP", "22 TAC 315.6"),
+                    "US-FL": ("E-FORCSE", "Fla. Admin. Code 64K-1.004(3)")}
+
+
 def pmp_deadline_alerts(queue: Sequence[dict[str, Any]], now: datetime, tz: tzinfo, *,
                         margin: timedelta = timedelta(hours=4),
-                        holidays: Collection[date] = ()) -> list[Alert]:
-    """Rule 39 (CA, 1 working day): every unsent CA dispense whose deadline (end of the next
-    working day) is within ``margin`` or past. Queue items: {"dispensed_at", "sent_at",
-    "jurisdiction", "ref"}."""
+                        holidays: Collection[date] = (),
+                        jurisdictions: Collection[str] = ("US-CA",)) -> list[Alert]:
+    """Rule 39 (CA, 1 working day; with ``jurisdictions``, any state of NEXT_WORKING_DAY):
+    every unsent dispense whose deadline (end of the next working day) is within ``margin``
+    or past. Queue items: {"dispensed_at", "sent_at", "jurisdiction", "ref"}."""
     alerts = []
     for item in queue:
-        if item.get("sent_at") or item.get("jurisdiction") != "US-CA":
+        j = item.get("jurisdiction")
+        if item.get("sent_at") or j not in jurisdictions or j not in NEXT_WORKING_DAY:
             continue
+        program, citation = NEXT_WORKING_DAY[j]
         dispensed: datetime = item["dispensed_at"]
         due = working_day_end(dispensed.astimezone(tz).date() + timedelta(days=1), tz, holidays)
         if now >= due - margin:
             alerts.append(Alert(
                 "PMP_DEADLINE_AT_RISK",
-                f"CURES report for {item.get('ref', 'a dispense')} is unsent and due by "
+                f"{program} report for {item.get('ref', 'a dispense')} is unsent and due by "
                 f"{due.isoformat()}; connect and send the PMP queue now",
-                "CA H&S 11165(d)", due))
+                citation, due))
     return alerts
 
 
@@ -338,3 +347,42 @@ def write_report(store: Any, vault: Any, *, user_id: str, start: date, end: date
             "dispensings": len(items), "patients": len({d.patient_id for d in items}),
             "zero_report": not items, "segments": len(f.segments),
             "production": production, "sha256": digest}
+
+
+def report_status(conn: sqlite3.Connection, now: datetime, tz: tzinfo, *,
+                  holidays: Collection[date] = ()) -> dict[str, Any]:
+    """What the PMP still has to be told: the controlled dispensings on days no production
+    report has covered, and the deadline alerts they raise (states of NEXT_WORKING_DAY)."""
+    reports = conn.execute(
+        "SELECT report_id, created_at, period_start, period_end, dispensings, control_number "
+        "FROM pmp_reports WHERE production = 1 ORDER BY created_at").fetchall()
+    covered: list[tuple[date, date]] = [(date.fromisoformat(r[2]), date.fromisoformat(r[3]))
+                                        for r in reports]
+    rows = conn.execute(
+        "SELECT DISTINCT s.sale_id, s.created_at, s.jurisdiction FROM register r JOIN sales s "
+        "ON s.sale_id = json_extract(r.body, '$.sale_id') WHERE r.kind = 'dispense' "
+        "ORDER BY s.created_at").fetchall()
+    queue = []
+    days: set[date] = set()
+    for sale_id, created, jurisdiction in rows:
+        at = parse_iso(created)
+        day = at.astimezone(tz).date()
+        if any(a <= day <= b for a, b in covered):
+            continue
+        days.add(day)
+        queue.append({"dispensed_at": at, "sent_at": None, "jurisdiction": jurisdiction,
+                      "ref": sale_id})
+    alerts = pmp_deadline_alerts(queue, now, tz, holidays=holidays,
+                                 jurisdictions=tuple(NEXT_WORKING_DAY))
+    last = reports[-1] if reports else None
+    return {
+        "last_report": None if last is None else {
+            "report_id": last[0], "created_at": last[1],
+            "period": {"from": last[2], "to": last[3]}, "dispensings": last[4],
+            "control_number": last[5]},
+        "unreported": {"dispensings": len(queue),
+                       "days": [d.isoformat() for d in sorted(days)],
+                       "oldest": queue[0]["dispensed_at"].isoformat() if queue else None},
+        "alerts": [{"code": a.code, "message": a.message, "citation": a.citation,
+                    "due": a.due.isoformat() if a.due else None} for a in alerts],
+    }

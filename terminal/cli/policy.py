@@ -198,19 +198,13 @@ def _date_arg(value: str, flag: str) -> Any:
 
 
 def cmd_pmp_report(args: argparse.Namespace) -> int:
-    import zoneinfo
-
     from pharmacy.phi import FileKeyProvider, PhiVault
     from policy_cache import pmp
 
     start = _date_arg(args.date_from, "--from")
     end = _date_arg(args.date_to, "--to") if args.date_to else start
     with _open(args) as store:
-        zone_name = args.tz or store.get_setting("timezone") or "UTC"
-        try:
-            tz = zoneinfo.ZoneInfo(zone_name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise BadInput(f"unknown time zone {zone_name!r}", code="BAD_TIMEZONE") from None
+        tz = _zone(store, args.tz)
         vault = PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
         out = pmp.write_report(store, vault, user_id=args.user, start=start, end=end, tz=tz,
                                out=args.out, production=not args.test,
@@ -220,6 +214,28 @@ def cmd_pmp_report(args: argparse.Namespace) -> int:
          f"{out['period']['from']}..{out['period']['to']}"
          + (" (zero report)" if out["zero_report"] else "")
          + f", control number {out['control_number']}")
+    return 0
+
+
+def _zone(store: Store, name: str | None) -> Any:
+    import zoneinfo
+
+    zone_name = name or store.get_setting("timezone") or "UTC"
+    try:
+        return zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise BadInput(f"unknown time zone {zone_name!r}", code="BAD_TIMEZONE") from None
+
+
+def cmd_pmp_status(args: argparse.Namespace) -> int:
+    from policy_cache import pmp
+
+    with _open(args) as store:
+        out = pmp.report_status(store.conn, store.clock(), _zone(store, args.tz))
+    un = out["unreported"]
+    emit(args, out, f"{un['dispensings']} controlled dispensing(s) not reported"
+         + (f" (days {', '.join(un['days'])})" if un["days"] else "")
+         + "".join(f"\n{a['code']}: {a['message']} [{a['citation']}]" for a in out["alerts"]))
     return 0
 
 
@@ -240,6 +256,12 @@ def register(sub: Any) -> None:
                       f"pharmacy.{flag})")
     add_json(p)
     p.set_defaults(handler=cmd_pmp_report)
+    p = pms.add_parser("status", help="controlled dispensings no report has covered yet, and "
+                       "the state deadlines they are close to")
+    add_data_dir(p)
+    p.add_argument("--tz", help="the store's time zone (default: setting 'timezone', or UTC)")
+    add_json(p)
+    p.set_defaults(handler=cmd_pmp_status)
 
     pol = sub.add_parser("policy", help="signed policy bundles and compliance decisions")
     ps = pol.add_subparsers(dest="policy_command", required=True)

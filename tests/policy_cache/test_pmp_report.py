@@ -94,6 +94,17 @@ def test_a_days_controlled_dispensings_are_reported(tmp_path: Path) -> None:
     _sell(store, None, [{"ndc": OTC["ndc"], "qty": 2}], None)  # not a controlled substance
     day = datetime.fromisoformat(store.conn.execute(
         "SELECT MAX(created_at) FROM sales").fetchone()[0]).astimezone(UTC).date()
+    status = pmp.report_status(store.conn, store.clock(), UTC)
+    assert status["last_report"] is None and status["alerts"] == []  # due tomorrow night
+    assert status["unreported"]["dispensings"] == 2
+    assert status["unreported"]["days"] == [day.isoformat()]
+    late = datetime.combine(day + timedelta(days=5), datetime.min.time(), UTC)
+    alerts = pmp.report_status(store.conn, late, UTC)["alerts"]
+    assert [(a["code"], a["citation"]) for a in alerts] == [
+        ("PMP_DEADLINE_AT_RISK", "22 TAC 315.6")] * 2  # Texas: the next business day
+    pmp.write_report(store, _vault(store), user_id="u-ph", start=day, end=day, tz=UTC,
+                     out=str(tmp_path / "test.asap"), production=False)
+    assert pmp.report_status(store.conn, late, UTC)["unreported"]["dispensings"] == 2
     out_file = tmp_path / "pmp.asap"
     reads_before = store.conn.execute(
         "SELECT COUNT(*) FROM audit_log WHERE action = 'phi.read'").fetchone()[0]
@@ -128,14 +139,18 @@ def test_a_days_controlled_dispensings_are_reported(tmp_path: Path) -> None:
     c = store.conn
     assert c.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'phi.read'"
                      ).fetchone()[0] == reads_before + 2  # each patient read once, audited
-    row = c.execute("SELECT dispensings, sha256, period_start, user_id FROM pmp_reports"
-                    ).fetchone()
+    row = c.execute("SELECT dispensings, sha256, period_start, user_id FROM pmp_reports "
+                    "WHERE production = 1").fetchone()
     import hashlib
 
     assert tuple(row) == (2, hashlib.sha256(out_file.read_bytes()).hexdigest(),
                           day.isoformat(), "u-ph")
     assert c.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'pmp.report'"
-                     ).fetchone()[0] == 1
+                     ).fetchone()[0] == 2
+    after = pmp.report_status(c, late, UTC)
+    assert after["unreported"] == {"dispensings": 0, "days": [], "oldest": None}
+    assert after["alerts"] == [] and after["last_report"]["period"] == {
+        "from": day.isoformat(), "to": day.isoformat()}
     # the next day holds none of these: a zero report
     nxt = pmp.write_report(store, _vault(store), user_id="u-ph", start=day + timedelta(1),
                            end=day + timedelta(1), tz=UTC, out=str(tmp_path / "z.asap"))
@@ -193,6 +208,11 @@ def test_pmp_report_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert cli_main(["pmp", "report", "--data-dir", d, "--from", today, "--user", "u",
                      "--out", str(out), "--json"]) == 1  # no NPI, NCPDP or DEA anywhere
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "ASAP_PHA_ID"
+    assert cli_main(["pmp", "status", "--data-dir", d, "--tz", "UTC", "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["unreported"]["dispensings"] == 0 and st["last_report"]["dispensings"] == 1
+    assert cli_main(["pmp", "status", "--data-dir", d, "--tz", "Mars/Olympus", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "BAD_TIMEZONE"
 
 
 def test_names_and_addresses_split_as_asap_wants_them() -> None:
