@@ -16,11 +16,12 @@ import json
 import os
 import re
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pharmacy.clock import iso, parse_iso
+from pharmacy.clock import iso, parse_iso, utcnow
 from pharmacy.errors import BadInput, DomainRefusal, NotFound
 from pharmacy.ids import new_id
 from pharmacy.store import Store
@@ -54,7 +55,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "release_lot": frozenset({"pharmacist", "manager"}),
     "view_register": frozenset({"pharmacist", "manager"}),
     "manage_users": frozenset({"manager"}),
+    "review_break_glass": frozenset({"pharmacist", "manager"}),
 }
+
+# Emergency access (45 CFR 164.312(a)(2)(ii)) opens patient information a role is not
+# normally shown, for a while, with a reason and a review; it never stands in for a licence
+# (a technician cannot verify a prescription by breaking the glass).
+BREAK_GLASS_ACTIONS = frozenset({"read_med_history"})
+DEFAULT_BREAK_GLASS_MINUTES = 15
 
 ACTION_LABELS = {
     "verify_rx": "verify a prescription",
@@ -73,6 +81,7 @@ ACTION_LABELS = {
     "release_lot": "release a lot",
     "view_register": "view the controlled register",
     "manage_users": "manage users",
+    "review_break_glass": "review an emergency access",
 }
 
 # scrypt: n=2**14, r=8 -> 16 MiB of memory per hash (OWASP's minimum for scrypt is 2**17/8/1
@@ -115,6 +124,11 @@ def require(user: dict[str, Any] | Session | None, action: str) -> None:
     if not uid:
         raise PermissionDenied("every action needs a signed-in user", code="HIPAA_UNIQUE_USER")
     if can(role, action):
+        return
+    if isinstance(user, Session):
+        if user.granted(action):
+            return
+    elif action in (user.get("break_glass") or ()):  # a grant of the session it came from
         return
     what = ACTION_LABELS.get(action, action)
     if action == "read_med_history":
@@ -180,13 +194,25 @@ class Session:
     display_name: str
     role: str
     started_at: datetime
+    # break-glass grants of this session: action -> until when (a new sign-in has none),
+    # judged by the store's clock
+    grants: dict[str, datetime] = field(default_factory=dict, compare=False, repr=False)
+    clock: Callable[[], datetime] = field(default=utcnow, compare=False, repr=False)
 
     @property
     def user(self) -> dict[str, Any]:
-        return {"id": self.user_id, "role": self.role, "name": self.display_name}
+        out: dict[str, Any] = {"id": self.user_id, "role": self.role, "name": self.display_name}
+        granted = sorted(a for a in self.grants if self.granted(a))
+        if granted:
+            out["break_glass"] = granted
+        return out
+
+    def granted(self, action: str, now: datetime | None = None) -> bool:
+        until = self.grants.get(action)
+        return until is not None and (now or self.clock()) < until
 
     def can(self, action: str) -> bool:
-        return can(self.role, action)
+        return can(self.role, action) or self.granted(action)
 
     def to_json(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "username": self.username,
@@ -330,7 +356,8 @@ def login(store: Store, username: str, secret: str) -> Session:
         c.execute("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE user_id = ?",
                   (row["user_id"],))
         _audit(c, now_s, row["user_id"], "login", uname, {"role": row["role"]})
-    return Session(row["user_id"], row["username"], row["display_name"], row["role"], now)
+    return Session(row["user_id"], row["username"], row["display_name"], row["role"], now,
+                   clock=store.clock)
 
 
 def logout(store: Store, session: Session, *, reason: str = "logout") -> None:
@@ -339,19 +366,68 @@ def logout(store: Store, session: Session, *, reason: str = "logout") -> None:
 
 
 def break_glass(store: Store, session: Session, action: str, reason: str) -> dict[str, Any]:
-    """Emergency access (45 CFR 164.312(a)(2)(ii)): allowed once with a reason; the audit
-    entry is flagged and a review is left open for a manager."""
-    if not reason.strip() or len(reason.strip()) < 10:
+    """Emergency access (45 CFR 164.312(a)(2)(ii)): ``action`` (one of BREAK_GLASS_ACTIONS)
+    is open to this session for ``auth.break_glass_minutes`` (default 15), given a reason.
+    The audit entry (``hipaa.break_glass``) is flagged and waits for a manager's or a
+    pharmacist's review (:func:`review_break_glass`)."""
+    why = reason.strip()
+    if len(why) < 10:
         raise BadInput("break-glass access needs a reason of at least 10 characters",
                        code="BREAK_GLASS_REASON")
     if action not in PERMISSIONS:
         raise BadInput(f"unknown action {action!r}", code="UNKNOWN_ACTION")
+    what = ACTION_LABELS.get(action, action)
+    if action not in BREAK_GLASS_ACTIONS:
+        raise BadInput(f"emergency access opens patient information only; to {what} needs a "
+                       f"{' or '.join(sorted(PERMISSIONS[action]))}",
+                       code="BREAK_GLASS_NOT_ALLOWED")
+    if can(session.role, action):
+        raise BadInput(f"a {session.role} may already {what}", code="BREAK_GLASS_NOT_NEEDED")
+    now = store.clock()
+    until = now + timedelta(minutes=_int_setting(store, "auth.break_glass_minutes",
+                                                 DEFAULT_BREAK_GLASS_MINUTES))
     grant = {"grant_id": new_id(), "user_id": session.user_id, "role": session.role,
-             "action": action, "reason": reason.strip(), "flag": "break-glass",
-             "review": "pending"}
+             "action": action, "reason": why, "flagged": True, "review": "pending",
+             "until": iso(until)}
     with store.transaction() as c:
-        _audit(c, iso(store.clock()), session.user_id, "break_glass", action, grant)
+        c.execute("INSERT INTO audit_log(created_at, user_id, action, subject, detail) "
+                  "VALUES (?, ?, 'hipaa.break_glass', ?, ?)",
+                  (iso(now), session.user_id, action, json.dumps(grant, sort_keys=True)))
+        grant["seq"] = int(c.execute("SELECT last_insert_rowid()").fetchone()[0])
+    session.grants[action] = until
     return grant
+
+
+def pending_break_glass(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Emergency accesses no one has reviewed yet, oldest first."""
+    rows = conn.execute(
+        "SELECT seq, created_at, user_id, subject, detail FROM audit_log a WHERE action = "
+        "'hipaa.break_glass' AND NOT EXISTS (SELECT 1 FROM audit_log r WHERE r.action = "
+        "'hipaa.break_glass_review' AND r.subject = CAST(a.seq AS TEXT)) ORDER BY seq"
+    ).fetchall()
+    return [{"seq": r[0], "at": r[1], "user_id": r[2], "subject": r[3], **json.loads(r[4])}
+            for r in rows]
+
+
+def review_break_glass(store: Store, reviewer: Session | dict[str, Any], seq: int,
+                       note: str) -> dict[str, Any]:
+    """Close the review of emergency access ``seq`` (an audit entry), by someone else."""
+    require(reviewer, "review_break_glass")
+    rid = reviewer.user_id if isinstance(reviewer, Session) else str(reviewer.get("id"))
+    pending = {p["seq"]: p for p in pending_break_glass(store.conn)}
+    entry = pending.get(int(seq))
+    if entry is None:
+        raise BadInput(f"audit entry {seq} is not an emergency access waiting for review",
+                       code="NO_PENDING_REVIEW")
+    if entry["user_id"] == rid:
+        raise BadInput("an emergency access is reviewed by someone else",
+                       code="BREAK_GLASS_SELF_REVIEW")
+    if not note.strip():
+        raise BadInput("say what the review found", code="REASON_REQUIRED")
+    with store.transaction() as c:
+        _audit(c, iso(store.clock()), rid, "hipaa.break_glass_review", str(int(seq)),
+               {"note": note.strip()})
+    return {"reviewed": int(seq), "by": rid, "note": note.strip()}
 
 
 # ---- idle lock ------------------------------------------------------------------------------

@@ -96,10 +96,8 @@ def break_glass(store: Store, user: dict[str, Any] | None, reason: str, subject:
 
 
 def pending_break_glass_reviews(store: Store) -> list[dict[str, Any]]:
-    import json
+    """Emergency accesses (this module's and ``pharmacy.users.break_glass``'s) no one has
+    reviewed yet."""
+    from pharmacy.users import pending_break_glass
 
-    rows = store.conn.execute(
-        "SELECT seq, created_at, user_id, subject, detail FROM audit_log "
-        "WHERE action = 'hipaa.break_glass' ORDER BY seq").fetchall()
-    return [{"seq": r[0], "at": r[1], "user_id": r[2], "subject": r[3], **json.loads(r[4])}
-            for r in rows if json.loads(r[4]).get("review") == "pending"]
+    return pending_break_glass(store.conn)

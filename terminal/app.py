@@ -217,10 +217,73 @@ class MainWindow(QMainWindow):
         lock.setObjectName("lock")
         self.lock_button = lock
         lock.clicked.connect(lambda: self.lock("lock"))
+        glass = QPushButton("Emergency access")
+        glass.setObjectName("breakglass")
+        glass.setToolTip("Open patient information your role is not shown, with a reason; "
+                         "logged and reviewed (45 CFR 164.312(a)(2)(ii))")
+        glass.clicked.connect(self.open_break_glass)
+        glass.hide()
+        self.glass_button = glass
+        self.glass_dialog: Any = None
         lay.addWidget(self.where)
         lay.addWidget(self.who)
+        lay.addWidget(glass)
         lay.addWidget(lock)
         return bar
+
+    # ---- emergency access ---------------------------------------------------------------------
+    def _glass_actions(self) -> list[str]:
+        """The emergency-access actions the signed-in person's role does not have."""
+        from pharmacy import users
+
+        s = self.session
+        return [] if s is None else sorted(a for a in users.BREAK_GLASS_ACTIONS
+                                           if not users.can(s.role, a))
+
+    def open_break_glass(self) -> None:
+        """A small form: what to open and why; submitting it asks the core for the grant."""
+        from PySide6.QtWidgets import QComboBox, QDialog, QFormLayout, QLineEdit
+
+        from pharmacy import users
+
+        actions = self._glass_actions()
+        if not actions:
+            return
+        dlg = QDialog(self)
+        dlg.setWindowTitle("Emergency access")
+        form = QFormLayout(dlg)
+        what = QComboBox()
+        for a in actions:
+            what.addItem(users.ACTION_LABELS.get(a, a).capitalize(), a)
+        why = QLineEdit()
+        why.setPlaceholderText("why, in a sentence (at least 10 characters)")
+        ok = QPushButton("Open, and log it for review")
+        form.addRow("Open", what)
+        form.addRow("Reason", why)
+        form.addRow(muted("Logged with your name; a manager or pharmacist reviews every "
+                          "emergency access."))
+        form.addRow(ok)
+        ok.clicked.connect(lambda: self.request_break_glass(str(what.currentData()),
+                                                            why.text()))
+        dlg.what, dlg.why, dlg.ok = what, why, ok  # type: ignore[attr-defined]
+        self.glass_dialog = dlg
+        dlg.show()
+
+    def request_break_glass(self, action: str, reason: str) -> None:
+        self.tasks.db(self.counter.break_glass, action, reason, on_done=self._glass_granted)
+
+    def _glass_granted(self, grant: dict[str, Any]) -> None:
+        from pharmacy import users
+
+        if self.glass_dialog is not None:
+            self.glass_dialog.close()
+            self.glass_dialog = None
+        label = users.ACTION_LABELS.get(grant["action"], grant["action"])
+        self.errors.show_warning(
+            f"Emergency access: you may {label} until {grant['until'][11:16]} UTC. This is "
+            "logged and will be reviewed (45 CFR 164.312(a)(2)(ii)).")
+        if self.current is not self.login:
+            self.current.refresh_actions()
 
     def _help_page(self) -> QWidget:
         w = QWidget()
@@ -342,6 +405,7 @@ class MainWindow(QMainWindow):
         from pharmacy.users import IdleLock
 
         self.who.setText(f"{session.display_name} · {session.role}")
+        self.glass_button.setVisible(bool(self._glass_actions()))
         self.idle = IdleLock(self.idle_seconds, _now())
         self.errors.clear()
         if not same:
@@ -358,6 +422,10 @@ class MainWindow(QMainWindow):
         self.tasks.db(self.counter.lock, "idle_lock" if reason == "idle" else reason)
         self.locked = self.session
         self.session = None
+        self.glass_button.hide()
+        if self.glass_dialog is not None:
+            self.glass_dialog.close()
+            self.glass_dialog = None
         self.who.setText("Locked")
         self.login.show_locked(self.locked)
         self.show_screen(self.login)

@@ -430,6 +430,12 @@ class Counter:
             raise NotFound(f"no fill {fill_id}", code="UNKNOWN_FILL")
         return rx.med_history(self.store, self.keys, self.user, str(pid[0]))
 
+    def break_glass(self, action: str, reason: str) -> dict[str, Any]:
+        """Emergency access to ``action`` for the signed-in person (pharmacy.users)."""
+        if self.session is None:
+            raise users.PermissionDenied("sign in first", code="HIPAA_UNIQUE_USER")
+        return users.break_glass(self.store, self.session, action, reason)
+
     # ---- inventory ----------------------------------------------------------------------------
     def batch_ids(self, text: str = "", status: str = "all") -> list[str]:
         today = self.store.clock().date().isoformat()

@@ -163,6 +163,32 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_break_glass(args: argparse.Namespace) -> int:
+    from pharmacy import users
+
+    with _open(args) as store:
+        pending = users.pending_break_glass(store.conn)
+    emit(args, {"pending": pending}, "\n".join(
+        f"{p['seq']:>6}  {p['at']}  {p['user_id']}  {p['subject']}: {p.get('reason', '')}"
+        for p in pending) or "no emergency access waiting for review")
+    return 0
+
+
+def cmd_audit_review(args: argparse.Namespace) -> int:
+    """Close an emergency-access review as the named manager or pharmacist (this CLI runs
+    with the owner's rights on the data directory, as `pharmos user add` does)."""
+    from pharmacy import users
+
+    with _open(args) as store:
+        row = users.get_user(store.conn, args.reviewer)
+        if not row["active"]:
+            raise BadInput(f"user {args.reviewer} is disabled", code="USER_DISABLED")
+        out = users.review_break_glass(store, {"id": row["user_id"], "role": row["role"]},
+                                       args.seq, args.note)
+    emit(args, out, f"emergency access {out['reviewed']} reviewed")
+    return 0
+
+
 # ---- demo and bench -----------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from terminal import demo_stack
@@ -258,12 +284,24 @@ def register(sub: Any) -> None:
     p.add_argument("input", nargs="?", default="-")
     p.set_defaults(handler=cmd_stocktake)
 
-    audit = sub.add_parser("audit", help="controlled-register integrity")
+    audit = sub.add_parser("audit", help="controlled-register integrity, emergency-access "
+                           "reviews")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     p = asub.add_parser("verify")
     add_data_dir(p)
     add_json(p)
     p.set_defaults(handler=cmd_audit_verify)
+    p = asub.add_parser("break-glass", help="emergency accesses waiting for review")
+    add_data_dir(p)
+    add_json(p)
+    p.set_defaults(handler=cmd_audit_break_glass)
+    p = asub.add_parser("review", help="close the review of an emergency access")
+    add_data_dir(p)
+    p.add_argument("--seq", type=int, required=True, help="its audit entry (from break-glass)")
+    p.add_argument("--reviewer", required=True, help="username of the manager or pharmacist")
+    p.add_argument("--note", required=True, help="what the review found")
+    add_json(p)
+    p.set_defaults(handler=cmd_audit_review)
 
     p = sub.add_parser("demo", help="a local head-office server and a terminal on demo data")
     p.add_argument("--data-dir", help="where the demo keeps its head office and terminal "

@@ -117,15 +117,39 @@ def test_idle_lock_policy(store: Store) -> None:
 
 
 def test_break_glass_needs_a_reason_and_is_flagged(store: Store) -> None:
-    users.add_user(store, "tom", "Tom", "technician", "2580")
+    users.add_user(store, "tom", "Tom", "cashier", "2580")
     s = users.login(store, "tom", "2580")
     with pytest.raises(BadInput):
         users.break_glass(store, s, "verify_rx", "short")
     grant = users.break_glass(store, s, "read_med_history", "patient collapsed at counter")
-    assert grant["flag"] == "break-glass" and grant["review"] == "pending"
-    row = store.conn.execute("SELECT detail FROM audit_log WHERE action = 'break_glass'"
-                             ).fetchone()
+    assert grant["flagged"] and grant["review"] == "pending"
+    row = store.conn.execute("SELECT detail FROM audit_log WHERE action = "
+                             "'hipaa.break_glass'").fetchone()
     assert "patient collapsed" in row[0]
+    # the grant opens the history to this session, for a while, and only that
+    assert s.can("read_med_history") and not s.can("verify_rx")
+    users.require(s, "read_med_history")
+    users.require(s.user, "read_med_history")  # as the counter passes it on
+    assert s.user["break_glass"] == ["read_med_history"]
+    with pytest.raises(users.PermissionDenied):
+        users.require(s, "verify_rx")
+    assert not s.granted("read_med_history", store.clock() + timedelta(minutes=16))
+    again = users.login(store, "tom", "2580")
+    assert not again.can("read_med_history")  # a new sign-in has no grants
+    with pytest.raises(BadInput) as ei:
+        users.break_glass(store, s, "verify_rx", "pharmacist is away, patient waiting")
+    assert ei.value.code == "BREAK_GLASS_NOT_ALLOWED"  # never a licence
+    # a review closes it; by someone else, once
+    users.add_user(store, "mia", "Mia", "manager", "1357")
+    boss = users.login(store, "mia", "1357")
+    assert [p["seq"] for p in users.pending_break_glass(store.conn)] == [grant["seq"]]
+    with pytest.raises(users.PermissionDenied):
+        users.review_break_glass(store, again, grant["seq"], "looked at it")
+    done = users.review_break_glass(store, boss, grant["seq"], "confirmed with the pharmacist")
+    assert done["reviewed"] == grant["seq"] and users.pending_break_glass(store.conn) == []
+    with pytest.raises(BadInput) as ei:
+        users.review_break_glass(store, boss, grant["seq"], "again")
+    assert ei.value.code == "NO_PENDING_REVIEW"
 
 
 @settings(max_examples=20, deadline=None)

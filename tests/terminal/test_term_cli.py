@@ -98,3 +98,26 @@ def test_user_policy(term_dir: Path, capsys: Any) -> None:
     assert main(["user", "policy", "--data-dir", d, "--idle-lock-seconds", "1",
                  "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "BAD_POLICY"
+
+
+def test_emergency_access_reviews(term_dir: Path, capsys: Any) -> None:
+    from pharmacy import users
+    from pharmacy.store import Store
+
+    with Store.open(term_dir) as store:
+        s = users.login(store, "cara", "4826")
+        seq = users.break_glass(store, s, "read_med_history", "patient collapsed, allergies")[
+            "seq"]
+    d = str(term_dir)
+    assert main(["audit", "break-glass", "--data-dir", d, "--json"]) == 0
+    pending = json.loads(capsys.readouterr().out)["pending"]
+    assert [(p["seq"], p["subject"], p["review"]) for p in pending] == [
+        (seq, "read_med_history", "pending")]
+    assert main(["audit", "review", "--data-dir", d, "--seq", str(seq), "--reviewer", "cara",
+                 "--note", "fine", "--json"]) == 2  # a cashier does not review
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "ROLE_NOT_PERMITTED"
+    assert main(["audit", "review", "--data-dir", d, "--seq", str(seq), "--reviewer", "max",
+                 "--note", "called the pharmacist; justified", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reviewed"] == seq
+    assert main(["audit", "break-glass", "--data-dir", d, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pending"] == []

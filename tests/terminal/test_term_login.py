@@ -100,3 +100,35 @@ def _ibuprofen(term: Term) -> str:
     from termtestlib import datamatrix
 
     return datamatrix(term.gtin("0904-6728-60"), "2027-01-31", "IB2701")
+
+
+def test_emergency_access_opens_the_history_for_a_while_and_is_logged(term: Term) -> None:
+    """45 CFR 164.312(a)(2)(ii): a cashier may open a medication history in an emergency,
+    with a reason, for this session only; it is logged for review. A pharmacist has no
+    such button (nothing to open)."""
+    w = term.win
+    term.sign_in("pharmacist")
+    assert w.glass_button.isHidden()
+    term.fkey("F11")
+    term.sign_in("cashier")
+    assert not w.glass_button.isHidden() and not w.session.can("read_med_history")
+    w.glass_button.click()
+    dlg = w.glass_dialog
+    assert dlg is not None and dlg.what.currentData() == "read_med_history"
+    dlg.why.setText("short")
+    dlg.ok.click()
+    term.settle()
+    assert term.error_code == "BREAK_GLASS_REASON" and not w.session.can("read_med_history")
+    dlg.why.setText("patient collapsed at the counter; allergies needed")
+    dlg.ok.click()
+    term.wait_until(lambda: w.glass_dialog is None)
+    assert w.session.can("read_med_history") and not w.session.can("verify_rx")
+    assert "Emergency access" in term.error and "164.312(a)(2)(ii)" in term.error
+    rows = term.sql("SELECT user_id, subject, detail FROM audit_log "
+                    "WHERE action = 'hipaa.break_glass'")
+    assert len(rows) == 1 and rows[0][1] == "read_med_history"
+    assert "allergies needed" in rows[0][2] and '"review": "pending"' in rows[0][2]
+    term.fkey("F11")  # the grant ends with the session
+    assert w.glass_button.isHidden()
+    term.sign_in("cashier")
+    assert not w.session.can("read_med_history")
