@@ -170,6 +170,16 @@ def trust_key(store: Store, pem: bytes) -> str:
     return kid
 
 
+def retire_key(store: Store, kid: str) -> bool:
+    """Stop accepting models signed by key ``kid`` (never the last one)."""
+    pems = trusted_pems(store)
+    keep = [p for p in pems if key_id(load_public_pem(p.encode("ascii"))) != kid]
+    if len(keep) == len(pems) or not keep:
+        return False
+    store.set_json_setting(TRUST_SETTING, keep)
+    return True
+
+
 # ---- install -------------------------------------------------------------------------------------
 def installed(store: Store) -> list[dict[str, Any]]:
     rows = store.conn.execute(

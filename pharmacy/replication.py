@@ -35,7 +35,10 @@ SYNC_PROTOCOL = 1  # enroll, pull and known: the same in protocols 1 and 2
 PUSH_PROTOCOL = 2  # a push's events as columns (pharmacy.event_columns)
 PUSH_PAGE = 2000
 HQ_PREFIX = "hq:"  # replica ids of head office; terminals never write them
-PUBLICATION_KINDS = ("policy_bundle", "allowances", "model")
+PUBLICATION_KINDS = ("key_endorsement", "policy_bundle", "allowances", "model")
+# publications where every one counts (in order), not only the newest: a terminal that missed
+# two key rotations needs the first to trust the second
+CUMULATIVE_KINDS = frozenset({"key_endorsement"})
 DOC_KIND = "doc_update"
 
 _CHAIN_KEYS = ("entry_id", "replica_id", "seq", "created_at", "kind")
@@ -452,7 +455,8 @@ def pending_publications(conn: sqlite3.Connection) -> list[Publication]:
     latest: dict[tuple[str, str], Publication] = {}
     for r in rows:
         body = json.loads(r[3])
-        key = (r[2], str(body.get("kind") or body.get("target") or ""))
+        key = (r[2], r[0] if r[2] in CUMULATIVE_KINDS else
+               str(body.get("kind") or body.get("target") or ""))
         latest[key] = Publication(r[0], int(r[1]), r[2], body)
     return sorted(latest.values(), key=lambda p: p.server_seq)
 
@@ -464,7 +468,8 @@ def mark_publication(store: Store, event_id: str, state: str, error: str | None 
         c.execute("UPDATE sync_publications SET state = ?, attempts = attempts + 1, "
                   "last_error = ?, updated_at = ? WHERE event_id = ?",
                   (state, error, iso(store.clock()), event_id))
-        if row is not None and state in ("installed", "failed"):
+        if row is not None and state in ("installed", "failed") and \
+                row[1] not in CUMULATIVE_KINDS:
             body = json.loads(row[2])
             target = str(body.get("kind") or body.get("target") or "")
             for old in c.execute("SELECT event_id, body FROM sync_publications WHERE kind = ? "

@@ -12,11 +12,13 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from pharmacy.canonical import canonical_json
 from pharmacy.errors import IntegrityFailure
 
 
@@ -119,3 +121,44 @@ class TrustStore:
 
 def sha256_files(files: Mapping[str, bytes]) -> dict[str, str]:
     return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+
+
+# ---- key rotation ---------------------------------------------------------------------------
+ENDORSEMENT = "pharmos.key_endorsement"
+
+
+def endorse_key(signer: SigningKey, new_public_pem: bytes, *, issued_at: str,
+                retire_signer: bool = False) -> dict[str, Any]:
+    """A statement, signed by a key terminals trust now, that they should also trust
+    ``new_public_pem`` (and, with ``retire_signer``, stop trusting the signer once they do):
+    how head office rotates its signing key without visiting every terminal."""
+    new = load_public_pem(new_public_pem)
+    if key_id(new) == signer.key_id:
+        raise SignatureInvalid("a key cannot endorse itself", code="BAD_ENDORSEMENT")
+    statement = {"type": ENDORSEMENT, "key_id": key_id(new),
+                 "public_key": public_pem(new).decode("ascii"), "issued_at": issued_at,
+                 "retire": [signer.key_id] if retire_signer else []}
+    return {"endorsement": statement, "key_id": signer.key_id,
+            "signature": signer.sign(canonical_json(statement).encode())}
+
+
+def verify_endorsement(trust: TrustStore, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The endorsement's statement, once its signature checks out against a trusted key.
+    A key may retire only itself."""
+    statement = doc.get("endorsement") if isinstance(doc, Mapping) else None
+    if not isinstance(statement, Mapping) or statement.get("type") != ENDORSEMENT or not \
+            isinstance(doc.get("key_id"), str) or not isinstance(doc.get("signature"), str):
+        raise SignatureInvalid("not a pharmos key endorsement", code="BAD_ENDORSEMENT")
+    trust.verify(doc["key_id"], canonical_json(dict(statement)).encode(), doc["signature"])
+    pem = statement.get("public_key")
+    try:
+        new = load_public_pem(pem.encode("ascii") if isinstance(pem, str) else b"")
+    except (ValueError, TypeError, UnicodeError):
+        raise SignatureInvalid("the endorsed public key is not an Ed25519 PEM key",
+                               code="BAD_ENDORSEMENT") from None
+    retire = statement.get("retire")
+    if key_id(new) != statement.get("key_id") or not isinstance(retire, list) or \
+            any(r != doc["key_id"] for r in retire):
+        raise SignatureInvalid("the endorsement's key id, public key or retired keys do not "
+                               "line up", code="BAD_ENDORSEMENT")
+    return dict(statement)

@@ -33,3 +33,16 @@ def trust_store(store: Store) -> TrustStore:
 
 def trusted_key_ids(store: Store) -> list[str]:
     return sorted(_pems(store))
+
+
+def retire_key(store: Store, kid: str) -> bool:
+    """Stop trusting key ``kid`` (never the last one). Whether it was trusted."""
+    pems = _pems(store)
+    if kid not in pems or len(pems) == 1:
+        return False
+    del pems[kid]
+    store.set_json_setting(SETTING, pems)
+    from policy_cache.gate import invalidate
+
+    invalidate(store)
+    return True

@@ -38,13 +38,15 @@ from pharmacy.replication import HQ_PREFIX
 from sync_server.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unauthorized
 
 # kinds only head office writes
-HQ_KINDS = frozenset({"policy_bundle", "allowances", "model", "doc_update"})
+HQ_KINDS = frozenset({"policy_bundle", "allowances", "model", "doc_update",
+                      "key_endorsement"})
 # kinds every terminal of the store pulls
 SHARED_KINDS = frozenset({"product", "batch", "batch_status", "register", "doc_update",
-                          "policy_bundle", "allowances", "model"})
+                          "policy_bundle", "allowances", "model", "key_endorsement"})
 # kinds whose bodies the server reads (views, pulls); other bodies are stored as sent
 READ_KINDS = frozenset({"product", "batch", "batch_status", "register"})
-PUBLISH_KINDS = frozenset({"product", "policy_bundle", "allowances", "model"})
+PUBLISH_KINDS = frozenset({"product", "policy_bundle", "allowances", "model",
+                           "key_endorsement"})
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -88,6 +90,7 @@ class ServerStore(Protocol):
                      products: Sequence[Product] = (),
                      opening: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]: ...
     def trust_key(self, tenant_id: str, public_pem: str) -> dict[str, Any]: ...
+    def endorse_key(self, tenant_id: str, doc: Mapping[str, Any]) -> dict[str, Any]: ...
     def create_enroll_code(self, tenant_id: str, store_id: str,
                            ttl_hours: float = 72) -> dict[str, Any]: ...
     def enroll(self, code: str, name: str | None, replica_id: str | None) -> dict[str, Any]: ...
@@ -445,6 +448,47 @@ class SqlServerStore(ABC):
             tx.execute("UPDATE tenants SET trusted_keys = ? WHERE tenant_id = ?",
                        (json.dumps(keys), tenant_id))
         return {"tenant_id": tenant_id, "trusted_keys": len(keys)}
+
+    def endorse_key(self, tenant_id: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Rotate the tenant's signing key: ``doc`` (``pharmacy.signing.endorse_key``) must be
+        signed by a key the tenant trusts. The endorsed key is trusted from now on (new
+        terminals get it at enrollment), a key it retires is dropped, and ``doc`` is
+        published to every store so enrolled terminals learn it on their next sync."""
+        from pharmacy.signing import (
+            SignatureInvalid,
+            TrustStore,
+            UnknownSigningKey,
+            load_public_pem,
+            public_pem,
+            verify_endorsement,
+        )
+        from pharmacy.signing import key_id as _key_id
+
+        with self._tx(False) as tx:
+            row = tx.one("SELECT trusted_keys FROM tenants WHERE tenant_id = ?", (tenant_id,))
+        if row is None:
+            raise NotFoundError(f"no tenant {tenant_id!r}", code="UNKNOWN_TENANT")
+        pems = [str(p) for p in json.loads(row[0])]
+        try:
+            statement = verify_endorsement(
+                TrustStore.from_pems(p.encode("ascii") for p in pems), doc)
+        except (SignatureInvalid, UnknownSigningKey) as e:
+            raise BadRequest(f"the endorsement does not check out ({e.code}): it must be "
+                             f"signed by a key tenant {tenant_id} trusts", code=e.code) from None
+        keep = [p for p in pems if _key_id(load_public_pem(p.encode("ascii")))
+                not in statement["retire"]]
+        new_pem = public_pem(load_public_pem(statement["public_key"].encode("ascii"))
+                             ).decode("ascii")
+        if all(_key_id(load_public_pem(p.encode("ascii"))) != statement["key_id"]
+               for p in keep):
+            keep.append(new_pem)
+        with self._tx(True) as tx:
+            tx.execute("UPDATE tenants SET trusted_keys = ? WHERE tenant_id = ?",
+                       (json.dumps(keep), tenant_id))
+        pub = self.publish(tenant_id, None, "key_endorsement", [dict(doc)])
+        return {"tenant_id": tenant_id, "trusted": statement["key_id"],
+                "retired": list(statement["retire"]), "trusted_keys": len(keep),
+                "stores": pub["stores"]}
 
     # ---- enrollment and auth ------------------------------------------------------------------
     def create_enroll_code(self, tenant_id: str, store_id: str,

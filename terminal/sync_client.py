@@ -510,7 +510,43 @@ def pull_all(store: Store, client: SyncClient, result: SyncResult) -> None:
             return
 
 
+def install_key_endorsement(store: Store, doc: dict[str, Any]) -> dict[str, Any]:
+    """Head office rotated its signing key: trust the endorsed key for policy and model
+    bundles once the endorsement checks out against a key trusted now; drop a key it
+    retires. The list installed at enrollment follows, so a retired key stays retired."""
+    from pharmacy.signing import TrustStore, load_public_pem, public_pem, verify_endorsement
+    from pharmacy.signing import key_id as _key_id
+
+    trusts, retires = [], []
+    for module in ("policy_cache.trust", "models.bundle"):
+        add, retire = _resolve(module, "trust_key"), _resolve(module, "retire_key")
+        if add is not None and retire is not None:
+            trusts.append(add)
+            retires.append(retire)
+    pems = json.loads(replication.get_state(store.conn, "trusted_keys", "[]") or "[]")
+    current = _resolve("policy_cache.trust", "trust_store")  # also keys trusted by hand
+    trust: TrustStore = current(store) if current is not None else TrustStore()
+    for p in pems:
+        trust.add(load_public_pem(p.encode("ascii")))
+    statement = verify_endorsement(trust, doc)
+    new_pem = public_pem(load_public_pem(statement["public_key"].encode("ascii")))
+    for add in trusts:
+        add(store, new_pem)
+    for retire in retires:
+        for kid in statement["retire"]:
+            retire(store, kid)
+    keep = [p for p in pems
+            if _key_id(load_public_pem(p.encode("ascii"))) not in statement["retire"]]
+    if all(_key_id(load_public_pem(p.encode("ascii"))) != statement["key_id"] for p in keep):
+        keep.append(new_pem.decode("ascii"))
+    with store.transaction() as conn:
+        replication.set_state(conn, "trusted_keys", json.dumps(keep))
+        replication.set_state(conn, "trusted_keys_installed", len(keep) * len(trusts))
+    return {"trusted": statement["key_id"], "retired": ",".join(statement["retire"])}
+
+
 _INSTALLERS = {
+    "key_endorsement": ("terminal.sync_client", "install_key_endorsement", False),
     "policy_bundle": ("policy_cache.install", "install_bundle", True),
     "model": ("models.bundle", "install_model_bundle", True),
     "allowances": ("policy_cache.allowances", "grant_allowances", False),
@@ -519,7 +555,8 @@ _INSTALLERS = {
 
 def install_publications(store: Store, client: SyncClient, result: SyncResult) -> None:
     _install_trusted_keys(store)
-    order = {"policy_bundle": 0, "model": 1, "allowances": 2}  # a grant is capped by a bundle
+    # a new key before the bundles it signs; a grant is capped by a bundle
+    order = {"key_endorsement": -1, "policy_bundle": 0, "model": 1, "allowances": 2}
     for pub in sorted(replication.pending_publications(store.conn),
                       key=lambda p: (order[p.kind], p.server_seq)):
         module, name, needs_blob = _INSTALLERS[pub.kind]

@@ -83,6 +83,27 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_endorse(args: argparse.Namespace) -> int:
+    import json
+
+    from pharmacy.clock import iso
+    from pharmacy.signing import endorse_key
+
+    try:
+        key = SigningKey.load(Path(args.key))
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot load the signing key {args.key}: {e}", code="BAD_KEY") from None
+    doc = endorse_key(key, _read(args.new), issued_at=iso(utcnow()),
+                      retire_signer=args.retire_old)
+    _write(args.out, (json.dumps(doc, indent=2) + "\n").encode())
+    st = doc["endorsement"]
+    emit(args, {"out": args.out, "signed_by": key.key_id, "trusted": st["key_id"],
+                "retire": st["retire"]},
+         f"{args.out}: key {key.key_id} endorses key {st['key_id']}"
+         + (" and retires itself" if st["retire"] else ""))
+    return 0
+
+
 # ---- terminal -----------------------------------------------------------------------------------
 def cmd_trust(args: argparse.Namespace) -> int:
     from policy_cache.trust import trust_key, trusted_key_ids
@@ -289,6 +310,16 @@ def register(sub: Any) -> None:
     p.add_argument("--in", dest="input", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_sign)
+
+    p = ps.add_parser("endorse", help="rotate the head-office key: the current key endorses "
+                      "a new one (publish it with 'pharmos server admin endorse-key')")
+    add_json(p)
+    p.add_argument("--key", required=True, help="the current private key (terminals trust it)")
+    p.add_argument("--new", required=True, help="the new public key (PEM)")
+    p.add_argument("--retire-old", action="store_true",
+                   help="terminals stop trusting the current key once they trust the new one")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_endorse)
 
     p = ps.add_parser("trust", help="trust a head-office public key on this terminal")
     add_data_dir(p)

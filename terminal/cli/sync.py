@@ -159,6 +159,19 @@ def cmd_trust_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_endorse_key(args: argparse.Namespace) -> int:
+    try:
+        doc = json.loads(_read_bytes(args.file))
+    except ValueError:
+        raise BadInput(f"{args.file} is not JSON", code="BAD_JSON") from None
+    with _server_store(args) as store:
+        out = store.endorse_key(args.tenant, doc)
+    emit(args, out, f"tenant {args.tenant} trusts key {out['trusted']}"
+         + (f", retired {', '.join(out['retired'])}" if out["retired"] else "")
+         + f"; published to {len(out['stores'])} store(s)")
+    return 0
+
+
 def cmd_stock(args: argparse.Namespace) -> int:
     with _server_store(args) as store:
         tenant, sid = _target(store, args)
@@ -398,6 +411,13 @@ def register(sub: Any) -> None:
     p.add_argument("--tenant", required=True)
     p.add_argument("file", help="PEM public key")
     p.set_defaults(handler=cmd_trust_key)
+    p = asub.add_parser("endorse-key", help="rotate the tenant's signing key with an "
+                                            "endorsement from 'pharmos policy endorse'")
+    _db(p)
+    _json_flag(p, sub=True)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("file", help="the endorsement (JSON)")
+    p.set_defaults(handler=cmd_endorse_key)
 
     p = ssub.add_parser("terminals", help="terminals of a store: last sync, pending counts")
     _db(p)

@@ -290,3 +290,44 @@ def test_trusting_a_key_then_installing(store: Store) -> None:
     assert kid == hq_key().key_id
     assert install_bundle(store, signed_bundle())["installed"]
     assert gate_for_store(store).bundle_gate is not None
+
+
+def test_key_endorsements_verify_and_refuse_what_they_should() -> None:
+    """Rotation statements: signed by a trusted key, naming the new key exactly, retiring at
+    most their signer; any edit breaks them."""
+    import copy
+
+    from pharmacy.signing import (
+        SignatureInvalid,
+        SigningKey,
+        TrustStore,
+        UnknownSigningKey,
+        endorse_key,
+        verify_endorsement,
+    )
+
+    old, new, other = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    trust = TrustStore([old.public])
+    doc = endorse_key(old, new.public_pem(), issued_at="2026-11-27T00:00:00Z",
+                      retire_signer=True)
+    st = verify_endorsement(trust, doc)
+    assert st["key_id"] == new.key_id and st["retire"] == [old.key_id]
+    with pytest.raises(UnknownSigningKey):
+        verify_endorsement(TrustStore([other.public]), doc)
+    for path, value in ((("endorsement", "public_key"), other.public_pem().decode()),
+                        (("endorsement", "key_id"), other.key_id),
+                        (("endorsement", "retire"), [other.key_id]),
+                        (("signature",), doc["signature"][:-4] + "AAA=")):
+        bad = copy.deepcopy(doc)
+        target = bad
+        for k in path[:-1]:
+            target = target[k]
+        target[path[-1]] = value
+        with pytest.raises(SignatureInvalid):
+            verify_endorsement(trust, bad)
+    for junk in ({}, {"endorsement": "x"}, {"endorsement": {"type": "other"}}):
+        with pytest.raises(SignatureInvalid) as ei:
+            verify_endorsement(trust, junk)
+        assert ei.value.code == "BAD_ENDORSEMENT"
+    with pytest.raises(SignatureInvalid):
+        endorse_key(old, old.public_pem(), issued_at="2026-11-27")

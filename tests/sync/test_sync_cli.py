@@ -148,3 +148,34 @@ def test_cli_errors_are_codes_not_tracebacks(tmp_path: Path,
     assert err["error"]["code"] == "NOT_ENROLLED"
     st = run(capsys, "sync", "status", "--data-dir", str(tmp_path / "t"), "--json")
     assert st["enrolled"] is False
+
+
+def test_key_rotation_commands(srv: ServerProcess, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    db = srv.db
+    run(capsys, "server", "admin", "--db", db, "create-store", "--tenant", "rot",
+        "--store", "rot-1", "--json")
+    old = tmp_path / "old.key"
+    run(capsys, "policy", "keygen", "--out", str(old), "--json")
+    new = tmp_path / "new.key"
+    run(capsys, "policy", "keygen", "--out", str(new), "--json")
+    run(capsys, "server", "admin", "--db", db, "trust-key", "--tenant", "rot",
+        str(old) + ".pub", "--json")
+    out = run(capsys, "policy", "endorse", "--key", str(old), "--new", str(new) + ".pub",
+              "--retire-old", "--out", str(tmp_path / "e.json"), "--json")
+    assert out["retire"] == [out["signed_by"]] and out["trusted"] != out["signed_by"]
+    # endorsed by a key the tenant does not trust: refused, nothing changes
+    stray = run(capsys, "policy", "endorse", "--key", str(new), "--new", str(old) + ".pub",
+                "--out", str(tmp_path / "stray.json"), "--json")
+    assert stray["trusted"] == out["signed_by"]
+    err = run(capsys, "server", "admin", "--db", db, "endorse-key", "--tenant", "rot",
+              str(tmp_path / "stray.json"), "--json", code=1)
+    assert err["error"]["code"] == "UNKNOWN_SIGNING_KEY"
+    done = run(capsys, "server", "admin", "--db", db, "endorse-key", "--tenant", "rot",
+               str(tmp_path / "e.json"), "--json")
+    assert done["trusted"] == out["trusted"] and done["retired"] == [out["signed_by"]]
+    assert done["trusted_keys"] == 1 and done["stores"] == ["rot-1"]
+    (tmp_path / "bad.json").write_text("{not json")
+    err = run(capsys, "server", "admin", "--db", db, "endorse-key", "--tenant", "rot",
+              str(tmp_path / "bad.json"), "--json", code=1)
+    assert err["error"]["code"] == "BAD_JSON"

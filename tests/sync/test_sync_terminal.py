@@ -481,6 +481,57 @@ def test_policy_bundle_through_policy_cache(
     assert res.installed[0]["error"]  # a clear code; the last good bundle stays
 
 
+def test_head_office_rotates_its_signing_key(
+        tmp_path: Path, server: ServerProcess, shop: tuple[str, str],
+        hq: SqlServerStore) -> None:
+    """The current key endorses a new one and retires itself; a terminal that missed the
+    rotation learns it on its next sync, installs bundles signed by the new key and refuses
+    the old key's; a terminal enrolled afterwards gets only the new key."""
+    from pharmacy.signing import SigningKey, endorse_key
+    from policy_cache.demo import build_demo_bundle
+    from policy_cache.trust import trusted_key_ids
+
+    k1, k2, k3 = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    hq.trust_key(shop[0], k1.public_pem().decode())
+    a = till(tmp_path, server, shop, "rot-a")
+    a.sync()
+    with a.store() as s:
+        assert trusted_key_ids(s) == [k1.key_id]
+    # two rotations while the till is away: k1 -> k2 -> k3, each retiring the old key
+    with pytest.raises(PharmosError) as ei:  # only a trusted key may endorse
+        hq.endorse_key(shop[0], endorse_key(k3, k2.public_pem(), issued_at="2026-11-27"))
+    assert ei.value.code == "UNKNOWN_SIGNING_KEY"
+    hq.endorse_key(shop[0], endorse_key(k1, k2.public_pem(), issued_at="2026-11-27",
+                                        retire_signer=True))
+    hq.endorse_key(shop[0], endorse_key(k2, k3.public_pem(), issued_at="2026-11-28",
+                                        retire_signer=True))
+    signed, _ = build_demo_bundle(key=k3, version="rot-3")
+    hq.publish(shop[0], shop[1], "policy_bundle", [{"name": "rot-3"}], signed)
+    res = a.sync()
+    assert [(i["kind"], i["ok"]) for i in res.installed] == [
+        ("key_endorsement", True), ("key_endorsement", True), ("policy_bundle", True)]
+    with a.store() as s:
+        assert trusted_key_ids(s) == [k3.key_id]
+        from models.bundle import trust_for_store
+
+        assert trust_for_store(s).key_ids() == [k3.key_id]
+        from policy_cache.install import show
+
+        shown = show(s)
+        assert shown["active"]["bundle_version"] == "rot-3" and shown["status"] == "ok"
+        assert shown["active"]["key_id"] == k3.key_id
+    old, _ = build_demo_bundle(key=k1, version="rot-old")
+    hq.publish(shop[0], shop[1], "policy_bundle", [{"name": "old"}], old)
+    res = a.sync()
+    assert [(i["kind"], i["ok"], i.get("error")) for i in res.installed] == [
+        ("policy_bundle", False, "UNKNOWN_SIGNING_KEY")]  # the retired key is not trusted
+    b = till(tmp_path, server, shop, "rot-b")
+    assert b.enrolled["trusted_keys"] == 1
+    b.sync()
+    with b.store() as s:
+        assert trusted_key_ids(s) == [k3.key_id]
+
+
 def test_a_tampered_download_is_refused(tmp_path: Path, server: ServerProcess,
                                         shop: tuple[str, str], hq: SqlServerStore,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
