@@ -350,18 +350,21 @@ def write_report(store: Any, vault: Any, *, user_id: str, start: date, end: date
 
 
 def report_status(conn: sqlite3.Connection, now: datetime, tz: tzinfo, *,
-                  holidays: Collection[date] = ()) -> dict[str, Any]:
-    """What the PMP still has to be told: the controlled dispensings on days no production
-    report has covered, and the deadline alerts they raise (states of NEXT_WORKING_DAY)."""
+                  holidays: Collection[date] = (), since: date | None = None
+                  ) -> dict[str, Any]:
+    """What the PMP still has to be told: the controlled dispensings (from ``since``, a
+    local date, when given) on days no production report has covered, and the deadline
+    alerts they raise (states of NEXT_WORKING_DAY)."""
     reports = conn.execute(
         "SELECT report_id, created_at, period_start, period_end, dispensings, control_number "
         "FROM pmp_reports WHERE production = 1 ORDER BY created_at").fetchall()
     covered: list[tuple[date, date]] = [(date.fromisoformat(r[2]), date.fromisoformat(r[3]))
                                         for r in reports]
+    lo = "" if since is None else iso(datetime.combine(since, time(0), tz).astimezone(UTC))
     rows = conn.execute(
         "SELECT DISTINCT s.sale_id, s.created_at, s.jurisdiction FROM register r JOIN sales s "
-        "ON s.sale_id = json_extract(r.body, '$.sale_id') WHERE r.kind = 'dispense' "
-        "ORDER BY s.created_at").fetchall()
+        "ON s.sale_id = json_extract(r.body, '$.sale_id') WHERE r.kind = 'dispense' AND "
+        "r.created_at >= ? ORDER BY s.created_at", (lo,)).fetchall()
     queue = []
     days: set[date] = set()
     for sale_id, created, jurisdiction in rows:

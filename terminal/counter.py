@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from pharmacy import catalog, checkout, gs1, inventory, print_queue, register, rx, users
@@ -24,6 +25,8 @@ from pharmacy.phi import FileKeyProvider, KeyProvider, PhiVault
 from pharmacy.sales import Dispenser, sale_record
 from pharmacy.store import DB_NAME, Store
 from terminal import integrations, wiring
+
+PMP_EVERY = timedelta(minutes=10)
 
 
 class NotSignedIn(PharmosError):
@@ -75,6 +78,8 @@ class Status:
     hours_left: float | None
     print_queue: int
     jurisdiction: str | None
+    pmp_unreported: int = 0
+    pmp_alert: str | None = None
 
 
 @dataclass
@@ -91,6 +96,9 @@ class Counter:
     last_sale_id: str | None = None
     checkpointer: IdleCheckpointer | None = None
     dispenser: Dispenser = field(init=False)
+    # PMP status is read at most every PMP_EVERY (it scans the register's recent weeks)
+    _pmp: tuple[datetime, integrations.PmpStatus | None] | None = field(default=None,
+                                                                          init=False)
 
     def __post_init__(self) -> None:
         self.dispenser = Dispenser(self.store, self.gate, scan_parser=self.scan_parser,
@@ -559,8 +567,12 @@ class Counter:
         if sync.online is not None:
             self.offline = not sync.online
         queued = print_queue.pending_count(self.store.conn)
+        if self._pmp is None or now - self._pmp[0] >= PMP_EVERY or now < self._pmp[0]:
+            self._pmp = (now, integrations.pmp_status(self.store))
+        pmp = self._pmp[1]
         return Status(
             None if self.session is None else self.session.user, sync.online, sync.available,
             sync.last_success, sync.last_error, sync.pending_outbox, pol.engine,
             pol.bundle_version, None if pol.offline_until is None else
-            pol.offline_until.isoformat(), pol.hours_left(now), queued, pol.jurisdiction)
+            pol.offline_until.isoformat(), pol.hours_left(now), queued, pol.jurisdiction,
+            0 if pmp is None else pmp.unreported, None if pmp is None else pmp.alert)

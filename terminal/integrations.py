@@ -116,6 +116,36 @@ def policy_status(store: Store, gate: Any) -> PolicyStatus:
                         store.get_setting("jurisdiction"))
 
 
+# ---- PMP reporting (policy_cache.pmp) -------------------------------------------------------
+@dataclass(frozen=True)
+class PmpStatus:
+    unreported: int
+    alert: str | None  # the first deadline alert's message and citation
+
+
+PMP_WINDOW_DAYS = 35  # deadlines are a working day to a week; older gaps show in the CLI
+
+
+def pmp_status(store: Store) -> PmpStatus | None:
+    """Controlled dispensings of the last weeks no production PMP report has covered."""
+    mod = _module("policy_cache.pmp")
+    if mod is None:
+        return None
+    import zoneinfo
+    from datetime import UTC, timedelta
+
+    try:
+        tz: Any = zoneinfo.ZoneInfo(store.get_setting("timezone") or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = UTC
+    now = store.clock()
+    st = mod.report_status(store.conn, now, tz,
+                           since=now.astimezone(tz).date() - timedelta(days=PMP_WINDOW_DAYS))
+    alerts = st["alerts"]
+    return PmpStatus(int(st["unreported"]["dispensings"]),
+                     f"{alerts[0]['message']} [{alerts[0]['citation']}]" if alerts else None)
+
+
 # ---- sync -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SyncStatus:

@@ -241,7 +241,10 @@ class StatusStrip(QFrame):
         self.outbox = QLabel("Outbox —")
         self.policy = QLabel("Policy —")
         self.printer = QLabel("Print queue —")
-        for w in (self.online, self.last_sync, self.outbox, self.policy, self.printer):
+        self.pmp = QLabel("")
+        self.pmp.hide()
+        for w in (self.online, self.last_sync, self.outbox, self.policy, self.printer,
+                  self.pmp):
             lay.addWidget(w)
         lay.addStretch(1)
         self.sync = QPushButton("F12  Sync now")
@@ -273,6 +276,15 @@ class StatusStrip(QFrame):
         else:
             self.policy.setText(f"Policy: none installed ({st.engine} rules)")
         self.printer.setText(f"Print queue {st.print_queue}")
+        # controlled dispensings the state PMP has not been sent (pharmos pmp report)
+        unreported = int(getattr(st, "pmp_unreported", 0) or 0)
+        alert = getattr(st, "pmp_alert", None)
+        self.pmp.setVisible(unreported > 0)
+        self.pmp.setText(f"PMP {unreported} unreported" + (" — DUE" if alert else ""))
+        self.pmp.setToolTip(alert or "controlled dispensings not yet in a PMP report")
+        self.pmp.setObjectName("offline" if alert else "")
+        self.pmp.style().unpolish(self.pmp)
+        self.pmp.style().polish(self.pmp)
 
 
 class DecisionPanel(QFrame):

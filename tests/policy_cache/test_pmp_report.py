@@ -94,6 +94,9 @@ def test_a_days_controlled_dispensings_are_reported(tmp_path: Path) -> None:
     _sell(store, None, [{"ndc": OTC["ndc"], "qty": 2}], None)  # not a controlled substance
     day = datetime.fromisoformat(store.conn.execute(
         "SELECT MAX(created_at) FROM sales").fetchone()[0]).astimezone(UTC).date()
+    from terminal import integrations
+
+    assert integrations.pmp_status(store) == integrations.PmpStatus(2, None)
     status = pmp.report_status(store.conn, store.clock(), UTC)
     assert status["last_report"] is None and status["alerts"] == []  # due tomorrow night
     assert status["unreported"]["dispensings"] == 2
@@ -147,6 +150,7 @@ def test_a_days_controlled_dispensings_are_reported(tmp_path: Path) -> None:
                           day.isoformat(), "u-ph")
     assert c.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'pmp.report'"
                      ).fetchone()[0] == 2
+    assert integrations.pmp_status(store) == integrations.PmpStatus(0, None)
     after = pmp.report_status(c, late, UTC)
     assert after["unreported"] == {"dispensings": 0, "days": [], "oldest": None}
     assert after["alerts"] == [] and after["last_report"]["period"] == {

@@ -22,6 +22,27 @@ def test_standalone_terminal_without_policy(term: Term) -> None:
     assert strip.outbox.text() == f"Outbox {pending} pending" and pending > 0
     assert strip.policy.text() == "Policy: none installed (interim rules)"
     assert strip.last_sync.text() == "Last sync never"
+    assert strip.pmp.isHidden()  # nothing controlled dispensed, nothing to report
+
+
+def test_unreported_pmp_dispensings_show_and_turn_red_when_due(qtbot: Any) -> None:
+    from dataclasses import replace
+
+    from terminal.counter import Status
+    from terminal.screens.widgets import StatusStrip
+
+    strip = StatusStrip()
+    qtbot.addWidget(strip)
+    base = Status(None, None, False, None, None, 0, "cedar", "b1", None, None, 0, "US-TX")
+    strip.show_status(base)
+    assert strip.pmp.isHidden()
+    strip.show_status(replace(base, pmp_unreported=3))
+    assert not strip.pmp.isHidden() and strip.pmp.text() == "PMP 3 unreported"
+    assert strip.pmp.objectName() == ""
+    due = "Texas PMP report for s-1 is unsent and due by ... [22 TAC 315.6]"
+    strip.show_status(replace(base, pmp_unreported=3, pmp_alert=due))
+    assert strip.pmp.text() == "PMP 3 unreported — DUE" and strip.pmp.toolTip() == due
+    assert strip.pmp.objectName() == "offline"
 
 
 def test_sync_now_without_enrollment_shows_the_code(term: Term) -> None:
