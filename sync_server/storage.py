@@ -19,7 +19,7 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -29,11 +29,11 @@ from pydantic_core import from_json, to_json
 from crdt.shared_doc import DOCS
 from pharmacy.canonical import canonical_json
 from pharmacy.catalog import Product, product_from_json
-from pharmacy.clock import Clock, iso, utcnow
+from pharmacy.clock import Clock, iso, parse_iso, utcnow
 from pharmacy.errors import BadInput
 from pharmacy.ids import new_id
 from pharmacy.inventory import BATCH_STATUSES, batch_id_for, batch_row, counter_id, status_rank
-from pharmacy.money import to_cents
+from pharmacy.money import fmt, to_cents
 from pharmacy.replication import HQ_PREFIX
 from sync_server.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unauthorized
 
@@ -108,6 +108,8 @@ class ServerStore(Protocol):
     def store_events(self, tenant_id: str, store_id: str,
                      kinds: Sequence[str] | None = None) -> list[dict[str, Any]]: ...
     def store_counters(self, tenant_id: str, store_id: str) -> list[tuple[str, str, int, int]]: ...
+    def sales_report(self, tenant_id: str, store_id: str, start: date, end: date,
+                     tz: tzinfo = ...) -> dict[str, Any]: ...
 
 
 _COUNTER_COLUMNS = "tenant_id, store_id, counter_id, replica_id, p, n, server_seq"
@@ -1064,6 +1066,69 @@ class SqlServerStore(ABC):
         return [{"server_seq": int(r[0]), "event_id": r[1], "replica_id": r[2],
                  "local_seq": r[3], "kind": r[4], "created_at": r[5], "body": json.loads(r[6])}
                 for r in rows if kinds is None or r[4] in kinds]
+
+    def sales_report(self, tenant_id: str, store_id: str, start: date, end: date,
+                     tz: tzinfo = UTC) -> dict[str, Any]:
+        """A store's trading from ``start`` to ``end`` (local dates in ``tz``) as its terminals
+        pushed it: sales and money by day and by terminal, refused attempts by code, and
+        controlled-substance units dispensed by schedule."""
+        if end < start:
+            raise BadRequest(f"the period ends ({end}) before it starts ({start})",
+                             code="BAD_PERIOD")
+        lo = datetime.combine(start, time(0), tz).astimezone(UTC)
+        hi = datetime.combine(end + timedelta(days=1), time(0), tz).astimezone(UTC)
+        with self._tx(False) as tx:
+            self._lock_store(tx, tenant_id, store_id, for_update=False)
+            # events are stamped when their terminal committed them; a day's margin either
+            # side, then each is placed by its own time
+            rows = tx.all(
+                "SELECT kind, body, terminal_id, created_at FROM events WHERE tenant_id = ? AND "
+                "store_id = ? AND kind IN ('sale', 'decision', 'register') AND created_at >= ? "
+                "AND created_at < ?", (tenant_id, store_id, iso(lo - timedelta(days=1)),
+                                       iso(hi + timedelta(days=1))))
+        days: dict[str, list[int]] = {}
+        terminals: dict[str, list[int]] = {}
+        money = [0, 0, 0]  # subtotal, tax, total (cents)
+        refused: dict[str, int] = {}
+        controlled: dict[str, int] = {}
+        for kind, text, terminal, stamped in rows:
+            body = json.loads(text)
+            try:  # a sale at its own time; a refusal or a register entry when it was recorded
+                at = parse_iso(str(body["created_at"] if kind == "sale" else stamped))
+            except (KeyError, ValueError):
+                continue
+            if not lo <= at < hi:
+                continue
+            if kind == "sale":
+                day = at.astimezone(tz).date().isoformat()
+                total = int(body.get("total_cents") or 0)
+                for bucket, key in ((days, day), (terminals, str(terminal or "-"))):
+                    b = bucket.setdefault(key, [0, 0])
+                    b[0] += 1
+                    b[1] += total
+                money[0] += int(body.get("subtotal_cents") or 0)
+                money[1] += int(body.get("tax_cents") or 0)
+                money[2] += total
+            elif kind == "decision" and body.get("decision") in ("deny", "hold"):
+                reasons = body.get("reasons") or [{}]
+                code = str(reasons[0].get("code") or "COMPLIANCE_DENIED")
+                refused[code] = refused.get(code, 0) + 1
+            elif kind == "register" and body.get("kind") == "dispense":
+                sched = str(json.loads(body.get("body") or "{}").get("schedule") or "?")
+                controlled[sched] = controlled.get(sched, 0) + int(body.get("qty") or 0)
+        return {
+            "tenant_id": tenant_id, "store_id": store_id,
+            "period": {"from": start.isoformat(), "to": end.isoformat()}, "tz": str(tz),
+            "sales": sum(v[0] for v in days.values()), "subtotal": fmt(money[0]),
+            "tax": fmt(money[1]), "total": fmt(money[2]),
+            "by_day": [{"date": d, "sales": v[0], "total": fmt(v[1])}
+                       for d, v in sorted(days.items())],
+            "by_terminal": [{"terminal_id": t, "sales": v[0], "total": fmt(v[1])}
+                            for t, v in sorted(terminals.items())],
+            "refused": {"attempts": sum(refused.values()), "by_code": dict(sorted(
+                refused.items()))},
+            "controlled_dispensed": dict(sorted(controlled.items())),
+        }
 
     def store_counters(self, tenant_id: str, store_id: str) -> list[tuple[str, str, int, int]]:
         with self._tx(False) as tx:

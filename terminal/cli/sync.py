@@ -183,6 +183,32 @@ def cmd_stock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import zoneinfo
+
+    try:
+        start = date.fromisoformat(args.date_from)
+        end = date.fromisoformat(args.date_to) if args.date_to else start
+    except ValueError:
+        raise BadInput("--from and --to are dates (YYYY-MM-DD)", code="BAD_DATE") from None
+    try:
+        tz = zoneinfo.ZoneInfo(args.tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise BadInput(f"unknown time zone {args.tz!r}", code="BAD_TIMEZONE") from None
+    with _server_store(args) as store:
+        tenant, sid = _target(store, args)
+        out = store.sales_report(tenant, sid, start, end, tz)
+    refused = out["refused"]
+    emit(args, out, "\n".join([
+        f"{sid} {out['period']['from']}..{out['period']['to']}: {out['sales']} sales, "
+        f"total {out['total']} (tax {out['tax']}); {refused['attempts']} refused",
+        *(f"  {d['date']}  {d['sales']:>5} sales  {d['total']:>12}" for d in out["by_day"]),
+        *(f"  refused {code}: {n}" for code, n in refused["by_code"].items()),
+        *(f"  dispensed {sched}: {n} units" for sched, n in
+          out["controlled_dispensed"].items())]))
+    return 0
+
+
 def _publish_targets(store: Any, args: argparse.Namespace) -> tuple[str, str | None]:
     if args.store:
         tenant, sid = store.resolve_store(args.store, args.tenant)
@@ -431,6 +457,16 @@ def register(sub: Any) -> None:
     _store_args(p)
     p.add_argument("--today", help="date for expiry status (default: today)")
     p.set_defaults(handler=cmd_stock)
+
+    p = ssub.add_parser("report", help="a store's sales, refusals and controlled "
+                        "dispensing over a period, as its terminals pushed them")
+    _db(p)
+    _json_flag(p, sub=True)
+    _store_args(p)
+    p.add_argument("--from", dest="date_from", required=True, help="first day (YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", help="last day (default: --from)")
+    p.add_argument("--tz", default="UTC", help="the store's time zone for days (default UTC)")
+    p.set_defaults(handler=cmd_report)
 
     p = ssub.add_parser("publish-bundle", help="publish a signed policy bundle")
     _db(p)

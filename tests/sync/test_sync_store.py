@@ -402,3 +402,44 @@ def test_a_page_of_text_bodies_is_checked_body_by_body(server_store: SqlServerSt
         stored = dict(tx.all("SELECT event_id, body FROM events WHERE tenant_id = ? AND "
                              "store_id = ? AND kind = 'sale'", (tenant, store)))
     assert stored == {e["event_id"]: e["body"] for e in events}
+
+
+def test_sales_report_places_events_by_their_own_time(server_store: SqlServerStore) -> None:
+    """Both engines: a sale counts on its own local day; refusals by their first code;
+    dispensed controlled units by schedule; other days and kinds stay out."""
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    tenant, store = new_store(server_store)
+    term = terminal(server_store, tenant, store)
+    r = "rep-replica"
+
+    def sale(seq: int, at: str, total: int) -> dict[str, Any]:
+        return ev(r, seq, body={"sale_id": f"s{seq}", "created_at": at, "subtotal_cents": total,
+                                "tax_cents": 0, "total_cents": total}, created_at=at)
+
+    reg_body = json.dumps({"schedule": "CIV", "kind": "dispense"})
+    events = [
+        sale(1, "2026-11-02T15:00:00Z", 500),
+        sale(2, "2026-11-03T04:30:00Z", 250),  # 2026-11-02 in Chicago (UTC-6)
+        sale(3, "2026-11-04T15:00:00Z", 999),  # another day
+        ev(r, 4, "decision", {"decision": "deny", "reasons": [{"code": "CMEA_ID_REQUIRED"}]},
+           created_at="2026-11-02T16:00:00Z"),
+        ev(r, 5, "register", {"kind": "dispense", "qty": 30, "created_at":
+                              "2026-11-02T17:00:00Z", "body": reg_body, "ndc": "x",
+                              "replica_id": r, "entry_id": "e1", "seq": 1,
+                              "prev_hash": "0" * 64, "hash": "1" * 64},
+           created_at="2026-11-02T17:00:00Z"),
+    ]
+    server_store.push(term, push_req(term, r, events))
+    chicago = server_store.sales_report(tenant, store, date(2026, 11, 2), date(2026, 11, 2),
+                                        ZoneInfo("America/Chicago"))
+    assert chicago["sales"] == 2 and chicago["total"] == "7.50"
+    assert chicago["refused"] == {"attempts": 1, "by_code": {"CMEA_ID_REQUIRED": 1}}
+    assert chicago["controlled_dispensed"] == {"CIV": 30}
+    utc = server_store.sales_report(tenant, store, date(2026, 11, 2), date(2026, 11, 4))
+    assert [(d["date"], d["sales"]) for d in utc["by_day"]] == [
+        ("2026-11-02", 1), ("2026-11-03", 1), ("2026-11-04", 1)]
+    with pytest.raises(SyncError) as e:
+        server_store.sales_report(tenant, store, date(2026, 11, 3), date(2026, 11, 2))
+    assert code_of(e) == "BAD_PERIOD"

@@ -12,7 +12,7 @@ import shutil
 import stat
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,64 @@ def test_stock_of_a_product_imported_at_one_till_reaches_the_others(
     with b.store() as s:  # the other till sells the stock it now knows
         sold = Dispenser(s, InterimGate()).sell({"lines": [{"ndc": local.ndc, "qty": 2}]})
         assert [a.lot for a in sold.lines[0].allocations] == ["LOC1"]
+
+
+def test_head_office_sales_report(tmp_path: Path, server: ServerProcess,
+                                  shop: tuple[str, str], hq: SqlServerStore,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Sales, money, refusals and controlled units of a day, from what two tills pushed."""
+    from pharmacy.errors import ComplianceDenied
+    from policy_cache.allowances import grant_allowances
+    from terminal import wiring
+    from terminal.cli import main as cli_main
+
+    a, b = till(tmp_path, server, shop, "rep-a"), till(tmp_path, server, shop, "rep-b")
+    for t in (a, b):
+        t.sync()
+    totals = []
+    with a.store() as s:
+        for qty in (1, 2):
+            totals.append(Dispenser(s, InterimGate()).sell(
+                {"lines": [{"ndc": "0904-6728-60", "qty": qty}]}).total_cents)
+        with pytest.raises(ComplianceDenied):  # no policy bundle here: PSE is refused
+            Dispenser(s, InterimGate()).sell({"lines": [{"ndc": "50580-451-01", "qty": 1}]})
+    with b.store() as s:
+        wiring.install_demo_policy(s)
+        grant_allowances(s, {"per_day": {"CII": 100}})
+        inventory.receive(s, [{"ndc": "0406-0552-01", "lot": "OXR", "expiry": "2031-01-31",
+                               "qty": 50}])
+        day = s.clock().date().isoformat()
+        totals.append(wiring.dispenser(s).sell({
+            "jurisdiction": "US-TX", "user": {"id": "u-ph", "role": "pharmacist"},
+            "lines": [{"ndc": "0406-0552-01", "qty": 12}],
+            "patient": {"id": "pt-r", "name": "Ana Reyes", "address": "1 Test Way, Austin TX "
+                        "78701", "birth_date": "1970-01-02", "id_document": "TXDL1"},
+            "rx": {"rx_number": "RXR1", "electronic": True, "written_on": day,
+                   "refill_number": 0, "refills_authorized": 0, "days_supply": 3,
+                   "quantity_prescribed": 12, "directions": "1 tab q6h prn", "daw": 0,
+                   "pmp_checked": True, "prescriber": {
+                       "name": "Dr. Maria Alvarez", "address": "1200 Main St, Austin TX 78701",
+                       "dea": "BA1234563"}}}).total_cents)
+    for t in (a, b):
+        t.sync()
+    today = TODAY
+    rep = hq.sales_report(shop[0], shop[1], today, today)
+    from pharmacy.money import fmt
+
+    assert rep["sales"] == 3 and rep["total"] == fmt(sum(totals))
+    assert [d["date"] for d in rep["by_day"]] == [today.isoformat()]
+    assert sorted(t["sales"] for t in rep["by_terminal"]) == [1, 2]
+    assert rep["refused"] == {"attempts": 1, "by_code": {"POLICY_ENGINE_MISSING": 1}}
+    assert rep["controlled_dispensed"] == {"CII": 12}
+    empty = hq.sales_report(shop[0], shop[1], today - timedelta(days=3),
+                            today - timedelta(days=2))
+    assert empty["sales"] == 0 and empty["refused"]["attempts"] == 0
+    assert cli_main(["server", "report", "--db", server.db, "--store", shop[1], "--tenant",
+                     shop[0], "--from", today.isoformat(), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == rep["total"]
+    assert cli_main(["server", "report", "--db", server.db, "--store", shop[1], "--tenant",
+                     shop[0], "--from", "yesterday", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "BAD_DATE"
 
 
 def test_a_cut_connection_leaves_no_gap_and_no_duplicate(tmp_path: Path, server: ServerProcess,
