@@ -35,7 +35,7 @@ SYNC_PROTOCOL = 1  # enroll, pull and known: the same in protocols 1 and 2
 PUSH_PROTOCOL = 2  # a push's events as columns (pharmacy.event_columns)
 PUSH_PAGE = 2000
 HQ_PREFIX = "hq:"  # replica ids of head office; terminals never write them
-PUBLICATION_KINDS = ("key_endorsement", "policy_bundle", "allowances", "model")
+PUBLICATION_KINDS = ("key_endorsement", "policy_bundle", "allowances", "model", "user")
 # publications where every one counts (in order), not only the newest: a terminal that missed
 # two key rotations needs the first to trust the second
 CUMULATIVE_KINDS = frozenset({"key_endorsement"})

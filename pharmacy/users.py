@@ -286,6 +286,69 @@ def set_active(store: Store, username: str, active: bool, *, by: str | None = No
     return UserChanged(row["user_id"], row["username"], row["role"], active)
 
 
+# ---- users published by head office ---------------------------------------------------------
+# Head office may publish users to a store (or the whole chain): the same account then signs
+# in at every terminal of the store. Only head office publishes them (terminals never push a
+# user); a terminal's own accounts stay local to it.
+_PUBLISHED_FIELDS = ("user_id", "username", "display_name", "role", "secret_kind",
+                     "secret_hash", "active", "updated_at")
+
+
+def user_publication(username: str, display_name: str, role: str, secret: str, *,
+                     kind: str = "pin", now: datetime, user_id: str | None = None
+                     ) -> dict[str, Any]:
+    """The body head office publishes for a new user (or a new secret for ``user_id``)."""
+    uname = username.strip().lower()
+    if not _USERNAME.match(uname):
+        raise BadInput("a username is 2-32 lower-case letters, digits, '.', '_' or '-', "
+                       "starting with a letter", code="BAD_USERNAME")
+    if role not in ROLES:
+        raise BadInput(f"role {role!r} is not one of {', '.join(ROLES)}", code="BAD_ROLE")
+    check_secret_policy(kind, secret)
+    uid = user_id or new_id()
+    return {"target": uid, "user_id": uid, "username": uname,
+            "display_name": display_name.strip() or uname, "role": role, "secret_kind": kind,
+            "secret_hash": hash_secret(secret), "active": True, "updated_at": iso(now)}
+
+
+def install_published_user(store: Store, body: dict[str, Any]) -> dict[str, Any]:
+    """Apply a user head office published: newer than what this terminal holds, it replaces
+    the account's name, role, secret and state (failed attempts and lockouts stay local). A
+    local account already using the username is not overwritten (``USER_EXISTS``)."""
+    missing = [k for k in _PUBLISHED_FIELDS if k not in body]
+    if missing or body.get("role") not in ROLES or body.get("secret_kind") not in (
+            "pin", "password") or not str(body.get("secret_hash", "")).startswith("scrypt$") \
+            or not _USERNAME.match(str(body.get("username", ""))):
+        what = ", ".join(missing) or "a field"
+        raise BadInput(f"not a user publication (missing or bad: {what})",
+                       code="BAD_USER_PUBLICATION")
+    uid, uname = str(body["user_id"]), str(body["username"])
+    with store.transaction() as c:
+        row = c.execute("SELECT updated_at FROM users WHERE user_id = ?", (uid,)).fetchone()
+        if row is not None and str(row[0]) >= str(body["updated_at"]):
+            return {"user": uname, "applied": False}
+        holder = c.execute("SELECT user_id FROM users WHERE username = ? AND user_id != ?",
+                           (uname, uid)).fetchone()
+        if holder is not None:
+            raise BadInput(f"user {uname} already exists on this terminal as a local "
+                           "account; publish the head-office account under another username",
+                           code="USER_EXISTS", user_id=str(holder[0]))
+        values = (uname, str(body["display_name"]), str(body["role"]),
+                  str(body["secret_kind"]), str(body["secret_hash"]), int(bool(body["active"])),
+                  str(body["updated_at"]))
+        if row is None:
+            c.execute("INSERT INTO users(username, display_name, role, secret_kind, "
+                      "secret_hash, active, updated_at, user_id, created_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, uid, body["updated_at"]))
+        else:
+            c.execute("UPDATE users SET username = ?, display_name = ?, role = ?, "
+                      "secret_kind = ?, secret_hash = ?, active = ?, updated_at = ? "
+                      "WHERE user_id = ?", (*values, uid))
+        _audit(c, iso(store.clock()), None, "user.published", uid,
+               {"username": uname, "role": body["role"], "active": bool(body["active"])})
+    return {"user": uname, "role": str(body["role"]), "applied": True}
+
+
 def get_user(conn: sqlite3.Connection, username: str) -> sqlite3.Row:
     row = conn.execute("SELECT * FROM users WHERE username = ?",
                        (username.strip().lower(),)).fetchone()

@@ -39,14 +39,15 @@ from sync_server.errors import BadRequest, Conflict, Forbidden, NotFoundError, U
 
 # kinds only head office writes
 HQ_KINDS = frozenset({"policy_bundle", "allowances", "model", "doc_update",
-                      "key_endorsement"})
+                      "key_endorsement", "user"})
 # kinds every terminal of the store pulls
 SHARED_KINDS = frozenset({"product", "batch", "batch_status", "register", "doc_update",
-                          "policy_bundle", "allowances", "model", "key_endorsement"})
+                          "policy_bundle", "allowances", "model", "key_endorsement",
+                          "user"})
 # kinds whose bodies the server reads (views, pulls); other bodies are stored as sent
 READ_KINDS = frozenset({"product", "batch", "batch_status", "register"})
 PUBLISH_KINDS = frozenset({"product", "policy_bundle", "allowances", "model",
-                           "key_endorsement"})
+                           "key_endorsement", "user"})
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -91,6 +92,8 @@ class ServerStore(Protocol):
                      opening: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]: ...
     def trust_key(self, tenant_id: str, public_pem: str) -> dict[str, Any]: ...
     def endorse_key(self, tenant_id: str, doc: Mapping[str, Any]) -> dict[str, Any]: ...
+    def published_user(self, tenant_id: str, store_id: str | None, username: str
+                       ) -> dict[str, Any]: ...
     def create_enroll_code(self, tenant_id: str, store_id: str,
                            ttl_hours: float = 72) -> dict[str, Any]: ...
     def enroll(self, code: str, name: str | None, replica_id: str | None) -> dict[str, Any]: ...
@@ -1038,6 +1041,24 @@ class SqlServerStore(ABC):
                 last = seq
         return {"tenant_id": tenant_id, "stores": stores, "kind": kind, "items": len(pubs),
                 "sha256": sha, "server_seq": last if store_id is not None else None}
+
+    def published_user(self, tenant_id: str, store_id: str | None, username: str
+                       ) -> dict[str, Any]:
+        """The newest user publication named ``username`` for the chain (``store_id`` None)
+        or for one store (its own or the chain's)."""
+        with self._tx(False) as tx:
+            rows = tx.all("SELECT body FROM tenant_publications WHERE tenant_id = ? AND "
+                          "kind = 'user'", (tenant_id,))
+            if store_id is not None:
+                rows += tx.all("SELECT body FROM events WHERE tenant_id = ? AND store_id = ? "
+                               "AND kind = 'user'", (tenant_id, store_id))
+        bodies: list[dict[str, Any]] = [json.loads(r[0]) for r in rows]
+        mine = [b for b in bodies if b.get("username") == username.strip().lower()]
+        if not mine:
+            raise NotFoundError(f"head office has not published a user {username!r}",
+                                code="UNKNOWN_USER")
+        newest: dict[str, Any] = max(mine, key=lambda b: str(b.get("updated_at")))
+        return newest
 
     # ---- head-office views --------------------------------------------------------------------
     def stock(self, tenant_id: str, store_id: str, today: date) -> list[dict[str, Any]]:

@@ -550,13 +550,14 @@ _INSTALLERS = {
     "policy_bundle": ("policy_cache.install", "install_bundle", True),
     "model": ("models.bundle", "install_model_bundle", True),
     "allowances": ("policy_cache.allowances", "grant_allowances", False),
+    "user": ("pharmacy.users", "install_published_user", False),
 }
 
 
 def install_publications(store: Store, client: SyncClient, result: SyncResult) -> None:
     _install_trusted_keys(store)
     # a new key before the bundles it signs; a grant is capped by a bundle
-    order = {"key_endorsement": -1, "policy_bundle": 0, "model": 1, "allowances": 2}
+    order = {"key_endorsement": -1, "policy_bundle": 0, "model": 1, "allowances": 2, "user": 3}
     for pub in sorted(replication.pending_publications(store.conn),
                       key=lambda p: (order[p.kind], p.server_seq)):
         module, name, needs_blob = _INSTALLERS[pub.kind]

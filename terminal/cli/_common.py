@@ -52,3 +52,23 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def secret_from_args(args: argparse.Namespace) -> tuple[str, str]:
+    if args.password_stdin:
+        text = sys.stdin.readline().rstrip("\r\n")
+        return ("password", text)
+    if args.pin_stdin:
+        return ("pin", sys.stdin.readline().strip())
+    if args.pin:
+        return ("pin", args.pin)
+    raise BadInput("give --pin, --pin-stdin or --password-stdin", code="BAD_ARGS")
+
+
+def add_secret_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--pin", help="PIN (4-12 digits; visible in the process list: prefer "
+                                 "--pin-stdin)")
+    g.add_argument("--pin-stdin", action="store_true", help="read the PIN from stdin")
+    g.add_argument("--password-stdin", action="store_true",
+                   help="read a password (8+ characters) from stdin instead of a PIN")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pharmacy.errors import BadInput
-from terminal.cli._common import add_data_dir, add_json, emit
+from terminal.cli._common import add_data_dir, add_json, add_secret_args, emit, secret_from_args
 
 
 def _data_dir(arg: str | None) -> Path:
@@ -22,7 +22,6 @@ def _data_dir(arg: str | None) -> Path:
 def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                 or os.environ.get("QT_QPA_PLATFORM") or sys.platform in ("win32", "darwin"))
-
 
 
 def cmd_terminal(args: argparse.Namespace) -> int:
@@ -54,22 +53,11 @@ def cmd_terminal(args: argparse.Namespace) -> int:
                            t0=time.perf_counter())
 
 
-def _secret(args: argparse.Namespace) -> tuple[str, str]:
-    if args.password_stdin:
-        text = sys.stdin.readline().rstrip("\r\n")
-        return ("password", text)
-    if args.pin_stdin:
-        return ("pin", sys.stdin.readline().strip())
-    if args.pin:
-        return ("pin", args.pin)
-    raise BadInput("give --pin, --pin-stdin or --password-stdin", code="BAD_ARGS")
-
-
 def cmd_user_add(args: argparse.Namespace) -> int:
     from pharmacy import users
     from pharmacy.store import Store
 
-    kind, secret = _secret(args)
+    kind, secret = secret_from_args(args)
     with Store.open(_data_dir(args.data_dir)) as store:
         ch = users.add_user(store, args.username, args.name or args.username, args.role,
                             secret, kind=kind)
@@ -94,7 +82,7 @@ def cmd_user_secret(args: argparse.Namespace) -> int:
     from pharmacy import users
     from pharmacy.store import Store
 
-    kind, secret = _secret(args)
+    kind, secret = secret_from_args(args)
     with Store.open(_data_dir(args.data_dir)) as store:
         ch = users.set_secret(store, args.username, secret, kind=kind)
     emit(args, {"username": ch.username, "changed": "secret"},
@@ -142,15 +130,6 @@ def cmd_user_policy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _secret_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--pin", help="PIN (4-12 digits; visible in the process list: prefer "
-                                 "--pin-stdin)")
-    g.add_argument("--pin-stdin", action="store_true", help="read the PIN from stdin")
-    g.add_argument("--password-stdin", action="store_true",
-                   help="read a password (8+ characters) from stdin instead of a PIN")
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser("terminal", help="the counter terminal (PySide6)")
     add_data_dir(p)
@@ -172,7 +151,7 @@ def register(sub: Any) -> None:
     p.add_argument("--name", help="display name")
     p.add_argument("--role", required=True,
                    choices=["pharmacist", "technician", "cashier", "manager"])
-    _secret_args(p)
+    add_secret_args(p)
     p.set_defaults(handler=cmd_user_add)
     p = usub.add_parser("list", help="list users")
     add_data_dir(p)
@@ -182,7 +161,7 @@ def register(sub: Any) -> None:
     add_data_dir(p)
     add_json(p)
     p.add_argument("username")
-    _secret_args(p)
+    add_secret_args(p)
     p.set_defaults(handler=cmd_user_secret)
     p = usub.add_parser("policy", help="show or set idle lock and lockout")
     add_data_dir(p)

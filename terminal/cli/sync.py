@@ -14,7 +14,7 @@ from typing import Any
 
 from pharmacy.errors import BadInput
 from terminal import wiring
-from terminal.cli._common import emit, read_json_input
+from terminal.cli._common import add_secret_args, emit, read_json_input, secret_from_args
 
 S = argparse.SUPPRESS
 
@@ -225,6 +225,46 @@ def _publish(args: argparse.Namespace, kind: str, bodies: list[dict[str, Any]],
         tenant, sid = _publish_targets(store, args)
         out = store.publish(tenant, sid, kind, bodies, blob)
     emit(args, out, f"published {out['items']} {kind} to {', '.join(out['stores']) or 'none'}")
+    return 0
+
+
+def cmd_server_user(args: argparse.Namespace) -> int:
+    """Users head office publishes: add, passwd, disable, enable."""
+    from pharmacy import users
+    from pharmacy.clock import iso
+    from sync_server.errors import NotFoundError
+
+    with _server_store(args) as store:
+        tenant, sid = _publish_targets(store, args)
+        now = store.clock()
+        if args.user_command == "add":
+            try:
+                store.published_user(tenant, sid, args.username)
+            except NotFoundError:
+                pass
+            else:
+                raise BadInput(f"head office already publishes user {args.username}; use "
+                               "'pharmos server user passwd' or 'enable'", code="USER_EXISTS")
+            kind, secret = secret_from_args(args)
+            body = users.user_publication(args.username, args.name or args.username,
+                                          args.role, secret, kind=kind, now=now)
+        else:
+            body = dict(store.published_user(tenant, sid, args.username))
+            if args.user_command == "passwd":
+                kind, secret = secret_from_args(args)
+                fresh = users.user_publication(body["username"], body["display_name"],
+                                               body["role"], secret, kind=kind, now=now,
+                                               user_id=body["user_id"])
+                body.update(secret_kind=fresh["secret_kind"], secret_hash=fresh["secret_hash"])
+            else:
+                body["active"] = args.user_command == "enable"
+            body["updated_at"] = iso(now)
+        out = store.publish(tenant, sid, "user", [body])
+    result = {"user_id": body["user_id"], "username": body["username"], "role": body["role"],
+              "active": body["active"], "stores": out["stores"]}
+    emit(args, result, f"user {body['username']} ({body['role']}, "
+         f"{'active' if body['active'] else 'disabled'}) published to "
+         f"{', '.join(out['stores']) or 'no store yet'}")
     return 0
 
 
@@ -482,6 +522,25 @@ def register(sub: Any) -> None:
     p.add_argument("--version", required=True)
     p.add_argument("file")
     p.set_defaults(handler=cmd_publish_model)
+    usr = ssub.add_parser("user", help="accounts head office publishes to a store's (or the "
+                          "chain's) terminals: add, passwd, disable, enable")
+    usub = usr.add_subparsers(dest="user_command", required=True)
+    for name, what in (("add", "publish a new account"), ("passwd", "a new PIN or password"),
+                       ("disable", "refuse its sign-in everywhere"),
+                       ("enable", "allow its sign-in again")):
+        p = usub.add_parser(name, help=what)
+        _db(p)
+        _json_flag(p, sub=True)
+        _store_args(p, required=False)
+        p.add_argument("--username", required=True)
+        if name == "add":
+            p.add_argument("--name", help="display name (default: the username)")
+            p.add_argument("--role", required=True,
+                           choices=("pharmacist", "technician", "cashier", "manager"))
+        if name in ("add", "passwd"):
+            add_secret_args(p)
+        p.set_defaults(handler=cmd_server_user)
+
     p = ssub.add_parser("publish-catalog", help="publish catalog and price changes")
     _db(p)
     _json_flag(p, sub=True)

@@ -228,6 +228,60 @@ def test_head_office_sales_report(tmp_path: Path, server: ServerProcess,
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "BAD_DATE"
 
 
+def test_head_office_users_sign_in_at_every_till(tmp_path: Path, server: ServerProcess,
+                                                 shop: tuple[str, str], hq: SqlServerStore,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """An account head office publishes signs in at each till of the store once it synced;
+    a new PIN and a disable reach them the same way; a till's own account of that name is
+    never overwritten (the publication fails there with USER_EXISTS)."""
+    from pharmacy import users
+    from terminal.cli import main as cli_main
+
+    def ho(*argv: str) -> dict[str, Any]:
+        rc = cli_main(["server", "user", *argv, "--db", server.db, "--store", shop[1],
+                       "--tenant", shop[0], "--json"])
+        out = json.loads(capsys.readouterr().out)
+        assert rc == 0, out
+        return out
+
+    a, b = till(tmp_path, server, shop, "usr-a"), till(tmp_path, server, shop, "usr-b")
+    with b.store() as s:
+        users.add_user(s, "lena", "Lena (local)", "cashier", "5827")
+    nora = ho("add", "--username", "nora", "--name", "Nora Diaz", "--role", "pharmacist",
+              "--pin", "2468")
+    ho("add", "--username", "lena", "--role", "technician", "--pin", "7391")
+    assert nora["active"] and nora["stores"] == [shop[1]]
+    for t in (a, b):
+        t.sync()
+        with t.store() as s:
+            assert users.login(s, "nora", "2468").role == "pharmacist", t.name
+    with a.store() as s:
+        assert users.login(s, "lena", "7391").role == "technician"
+    with b.store() as s:  # the local lena stays
+        assert users.login(s, "lena", "5827").role == "cashier"
+        failed = s.conn.execute("SELECT last_error FROM sync_publications WHERE kind = 'user' "
+                                "AND state = 'failed'").fetchall()
+        assert len(failed) == 1 and "USER_EXISTS" in failed[0][0]
+    ho("passwd", "--username", "nora", "--pin", "8642")
+    a.sync()
+    with a.store() as s:
+        assert users.login(s, "nora", "8642").user_id == nora["user_id"]
+        with pytest.raises(users.AuthFailed):
+            users.login(s, "nora", "2468")
+    assert not ho("disable", "--username", "nora")["active"]
+    a.sync()
+    with a.store() as s, pytest.raises(users.AuthFailed) as ei:
+        users.login(s, "nora", "8642")
+    assert "disabled" in ei.value.message
+    rc = cli_main(["server", "user", "add", "--db", server.db, "--store", shop[1], "--tenant",
+                   shop[0], "--username", "nora", "--role", "cashier", "--pin", "1357",
+                   "--json"])
+    assert rc == 1 and json.loads(capsys.readouterr().out)["error"]["code"] == "USER_EXISTS"
+    rc = cli_main(["server", "user", "disable", "--db", server.db, "--store", shop[1],
+                   "--tenant", shop[0], "--username", "ghost", "--json"])
+    assert rc == 1 and json.loads(capsys.readouterr().out)["error"]["code"] == "UNKNOWN_USER"
+
+
 def test_a_cut_connection_leaves_no_gap_and_no_duplicate(tmp_path: Path, server: ServerProcess,
                                                          shop: tuple[str, str],
                                                          hq: SqlServerStore) -> None:
