@@ -564,4 +564,10 @@ def status(conn: sqlite3.Connection) -> dict[str, Any]:
             "SELECT replica_id FROM sync_retired_replicas ORDER BY retired_at")],
         "waiting_events": int(waiting),
         "publications": pubs,
+        # why the latest failed publications failed (a code an operator can act on)
+        "publication_errors": [
+            {"event_id": r[0], "kind": r[1], "error": r[2], "at": r[3]}
+            for r in conn.execute(
+                "SELECT event_id, kind, last_error, updated_at FROM sync_publications "
+                "WHERE state = 'failed' ORDER BY server_seq DESC LIMIT 10")],
     }

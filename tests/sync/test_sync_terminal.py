@@ -262,6 +262,8 @@ def test_head_office_users_sign_in_at_every_till(tmp_path: Path, server: ServerP
         failed = s.conn.execute("SELECT last_error FROM sync_publications WHERE kind = 'user' "
                                 "AND state = 'failed'").fetchall()
         assert len(failed) == 1 and "USER_EXISTS" in failed[0][0]
+    errs = b.status()["publication_errors"]  # what `pharmos sync status` shows
+    assert [e["kind"] for e in errs] == ["user"] and errs[0]["error"].startswith("USER_EXISTS")
     ho("passwd", "--username", "nora", "--pin", "8642")
     a.sync()
     with a.store() as s:
