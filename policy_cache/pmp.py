@@ -389,3 +389,46 @@ def report_status(conn: sqlite3.Connection, now: datetime, tz: tzinfo, *,
         "alerts": [{"code": a.code, "message": a.message, "citation": a.citation,
                     "due": a.due.isoformat() if a.due else None} for a in alerts],
     }
+
+
+def due_days(conn: sqlite3.Connection, today: date, tz: tzinfo, *,
+             window_days: int = 35) -> list[date]:
+    """The local days before ``today`` that still need a production report: from the day
+    after the last one reported (or, with none yet, the first controlled dispensing of the
+    window, else yesterday), skipping days a report already covers. Days without dispensing
+    get zero reports (TX wants one a week, FL one a day)."""
+    periods = [(date.fromisoformat(a), date.fromisoformat(b)) for a, b in conn.execute(
+        "SELECT period_start, period_end FROM pmp_reports WHERE production = 1")]
+    yesterday = today - timedelta(days=1)
+    floor = today - timedelta(days=window_days)
+    if periods:
+        start = max(max(b for _, b in periods) + timedelta(days=1), floor)
+    else:
+        lo = iso(datetime.combine(floor, time(0), tz).astimezone(UTC))
+        first = conn.execute(
+            "SELECT MIN(s.created_at) FROM register r JOIN sales s ON s.sale_id = "
+            "json_extract(r.body, '$.sale_id') WHERE r.kind = 'dispense' AND "
+            "r.created_at >= ?", (lo,)).fetchone()[0]
+        start = parse_iso(first).astimezone(tz).date() if first else yesterday
+    days = []
+    d = start
+    while d <= yesterday:
+        if not any(a <= d <= b for a, b in periods):
+            days.append(d)
+        d += timedelta(days=1)
+    return days
+
+
+def write_due_reports(store: Any, vault: Any, *, user_id: str, outbox: str, tz: tzinfo,
+                      today: date | None = None) -> list[dict[str, Any]]:
+    """One production report per due day (:func:`due_days`), written into ``outbox`` as
+    ``pmp-<store>-<YYYYMMDD>.asap``, ready to upload."""
+    from pathlib import Path
+
+    folder = Path(outbox)
+    if not folder.is_dir():
+        raise BadInput(f"the PMP outbox {outbox} is not a folder", code="BAD_OUTPUT_FILE")
+    day0 = today or store.clock().astimezone(tz).date()
+    return [write_report(store, vault, user_id=user_id, start=d, end=d, tz=tz,
+                         out=str(folder / f"pmp-{store.store_id}-{d:%Y%m%d}.asap"))
+            for d in due_days(store.conn, day0, tz)]

@@ -199,13 +199,40 @@ def sync_now(data_dir: str) -> dict[str, Any]:
 
 
 def sync_scheduler(data_dir: str) -> Any:
-    """The nightly + opportunistic sync schedule (apscheduler), or None without a client."""
+    """The nightly + opportunistic sync schedule (apscheduler), or None without a client.
+    After the nightly sync, the due PMP reports are written when the store is set up for it
+    (:func:`pmp_nightly`)."""
     mod = _module("terminal.sync_client")
     if mod is None:
         return None
     from pathlib import Path
 
-    return mod.SyncScheduler(Path(data_dir))
+    return mod.SyncScheduler(Path(data_dir), after_nightly=lambda: pmp_nightly(data_dir))
+
+
+def pmp_nightly(data_dir: str, today: Any = None) -> list[dict[str, Any]]:
+    """Write the due PMP reports into the folder of setting ``pmp.outbox_dir``, read as the
+    user of setting ``pmp.user_id`` (both set: nothing is written otherwise)."""
+    mod = _module("policy_cache.pmp")
+    if mod is None:
+        return []
+    import zoneinfo
+    from datetime import UTC
+
+    from pharmacy.phi import FileKeyProvider, PhiVault
+
+    with Store.open(data_dir) as store:
+        outbox, user = store.get_setting("pmp.outbox_dir"), store.get_setting("pmp.user_id")
+        if not outbox or not user:
+            return []
+        try:
+            tz: Any = zoneinfo.ZoneInfo(store.get_setting("timezone") or "UTC")
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            tz = UTC
+        vault = PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
+        out: list[dict[str, Any]] = mod.write_due_reports(store, vault, user_id=user,
+                                                          outbox=outbox, tz=tz, today=today)
+        return out
 
 
 # ---- reorder suggestions (models) ---------------------------------------------------------------

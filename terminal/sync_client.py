@@ -677,8 +677,10 @@ class SyncScheduler:
     def __init__(self, data_dir: Path, *, at: str = "02:00", every_minutes: float = 5,
                  misfire_grace_hours: float = 8,
                  run: Callable[[], object] | None = None,
-                 now: Callable[[], datetime] | None = None) -> None:
+                 now: Callable[[], datetime] | None = None,
+                 after_nightly: Callable[[], object] | None = None) -> None:
         self.data_dir = data_dir
+        self.after_nightly = after_nightly  # e.g. the due PMP reports; runs online or not
         self.at = parse_at(at)
         self.every_minutes = every_minutes
         self.grace = int(misfire_grace_hours * 3600)
@@ -703,6 +705,13 @@ class SyncScheduler:
             self.runs.append({"reason": reason, "ok": False, "error": e.code})
             return False
         finally:
+            if reason in ("nightly", "catch-up") and self.after_nightly is not None:
+                try:
+                    self.after_nightly()
+                except PharmosError as e:  # recorded, never raised into the scheduler
+                    log.warning("after the nightly sync: %s", e.message)
+                    self.runs.append({"reason": f"{reason} (after)", "ok": False,
+                                      "error": e.code})
             self._busy.release()
 
     def last_success(self) -> datetime | None:

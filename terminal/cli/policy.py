@@ -222,6 +222,20 @@ def cmd_pmp_report(args: argparse.Namespace) -> int:
     from pharmacy.phi import FileKeyProvider, PhiVault
     from policy_cache import pmp
 
+    if args.due:
+        if not args.outbox:
+            raise BadInput("--due writes into a folder: give --outbox DIR", code="BAD_ARGS")
+        with _open(args) as store:
+            vault = PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
+            reports = pmp.write_due_reports(store, vault, user_id=args.user,
+                                            outbox=args.outbox, tz=_zone(store, args.tz))
+        emit(args, {"reports": reports}, "\n".join(
+            f"{r['file']}: {r['dispensings']} dispensing(s)" for r in reports)
+            or "no day is due")
+        return 0
+    if not args.date_from or not args.out:
+        raise BadInput("give --from DATE and --out FILE (or --due --outbox DIR)",
+                       code="BAD_ARGS")
     start = _date_arg(args.date_from, "--from")
     end = _date_arg(args.date_to, "--to") if args.date_to else start
     with _open(args) as store:
@@ -260,16 +274,38 @@ def cmd_pmp_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pmp_schedule(args: argparse.Namespace) -> int:
+    """After each nightly sync, write the due reports into a folder (settings pmp.*)."""
+    with _open(args) as store:
+        if args.off:
+            store.set_setting("pmp.outbox_dir", "")
+        else:
+            if not args.outbox or not args.user:
+                raise BadInput("give --outbox DIR and --user ID (or --off)", code="BAD_ARGS")
+            if not Path(args.outbox).is_dir():
+                raise BadInput(f"{args.outbox} is not a folder", code="BAD_OUTPUT_FILE")
+            store.set_setting("pmp.outbox_dir", str(Path(args.outbox).resolve()))
+            store.set_setting("pmp.user_id", args.user)
+        out = {"outbox": store.get_setting("pmp.outbox_dir") or None,
+               "user": store.get_setting("pmp.user_id") if not args.off else None}
+    emit(args, out, f"due PMP reports go to {out['outbox']} after each nightly sync"
+         if out["outbox"] else "no PMP reports are written automatically")
+    return 0
+
+
 def register(sub: Any) -> None:
     pmp = sub.add_parser("pmp", help="prescription monitoring program (ASAP) reports")
     pms = pmp.add_subparsers(dest="pmp_command", required=True)
     p = pms.add_parser("report", help="write the ASAP file of a period's controlled "
                        "dispensings (a zero report when there were none)")
     add_data_dir(p)
-    p.add_argument("--from", dest="date_from", required=True, help="first day (YYYY-MM-DD)")
+    p.add_argument("--from", dest="date_from", help="first day (YYYY-MM-DD)")
     p.add_argument("--to", dest="date_to", help="last day (default: --from)")
     p.add_argument("--user", required=True, help="user id of who runs it (PHI access audit)")
-    p.add_argument("--out", required=True, help="file to write (mode 0600: it holds PHI)")
+    p.add_argument("--out", help="file to write (mode 0600: it holds PHI)")
+    p.add_argument("--due", action="store_true", help="one report per day not reported yet, "
+                   "up to yesterday, into --outbox")
+    p.add_argument("--outbox", help="folder for --due reports")
     p.add_argument("--tz", help="the store's time zone (default: setting 'timezone', or UTC)")
     p.add_argument("--test", action="store_true", help="mark the file as a test file (TH07 T)")
     for flag in ("npi", "ncpdp", "dea"):
@@ -277,6 +313,14 @@ def register(sub: Any) -> None:
                       f"pharmacy.{flag})")
     add_json(p)
     p.set_defaults(handler=cmd_pmp_report)
+    p = pms.add_parser("schedule", help="write the due reports into a folder after each "
+                       "nightly sync")
+    add_data_dir(p)
+    p.add_argument("--outbox", help="folder the files go to (then uploaded to the state)")
+    p.add_argument("--user", help="user id the reports' patient reads are audited under")
+    p.add_argument("--off", action="store_true", help="stop writing them")
+    add_json(p)
+    p.set_defaults(handler=cmd_pmp_schedule)
     p = pms.add_parser("status", help="controlled dispensings no report has covered yet, and "
                        "the state deadlines they are close to")
     add_data_dir(p)

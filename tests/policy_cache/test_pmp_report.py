@@ -259,3 +259,89 @@ def test_any_free_text_gives_a_valid_file(name: str, address: str, sig: str, rx_
     assert f.ids().count("PAT") == patients and f.ids().count("DSP") == n
     assert len(f.segments) == 5 + patients + 2 * n
     assert all(len(s) == 24 for s in f.segments if s[0] == "DSP")  # DSP01 .. DSP23
+
+
+def test_due_reports_one_per_day_up_to_yesterday(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Every day from the first controlled dispensing (or the day after the last report)
+    up to yesterday gets its own production report, zero reports included; a day already
+    reported is not written again; the nightly hook does the same from the settings."""
+    from terminal import integrations
+
+    store = _store(tmp_path)
+    today = store.clock().date().isoformat()
+    _sell(store, PATIENTS[0], [{"ndc": CII["ndc"], "qty": 2}], _rx("RX900", today))
+    day = datetime.fromisoformat(store.conn.execute(
+        "SELECT MAX(created_at) FROM sales").fetchone()[0]).astimezone(UTC).date()
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    assert pmp.due_days(store.conn, day, UTC) == []  # the day itself is not over
+    first = pmp.write_due_reports(store, _vault(store), user_id="u-ph", outbox=str(outbox),
+                                  tz=UTC, today=day + timedelta(days=1))
+    assert [(r["period"]["from"], r["dispensings"]) for r in first] == [
+        (day.isoformat(), 1)]
+    assert pmp.due_days(store.conn, day + timedelta(days=1), UTC) == []
+    later = pmp.write_due_reports(store, _vault(store), user_id="u-ph", outbox=str(outbox),
+                                  tz=UTC, today=day + timedelta(days=3))
+    assert [(r["period"]["from"], r["zero_report"]) for r in later] == [
+        ((day + timedelta(days=1)).isoformat(), True),
+        ((day + timedelta(days=2)).isoformat(), True)]
+    names = sorted(p.name for p in outbox.iterdir())
+    assert names == [f"pmp-pmp-store-{day + timedelta(days=i):%Y%m%d}.asap" for i in range(3)]
+    for p in outbox.iterdir():
+        pmp.validate_asap(p.read_text())
+    d = str(tmp_path / "term")
+    store.close()
+    # the nightly hook: nothing without its settings, the due days with them
+    assert integrations.pmp_nightly(d) == []
+    assert cli_main(["pmp", "schedule", "--data-dir", d, "--outbox", str(tmp_path / "no"),
+                     "--user", "svc-pmp", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "BAD_OUTPUT_FILE"
+    assert cli_main(["pmp", "schedule", "--data-dir", d, "--outbox", str(outbox),
+                     "--user", "svc-pmp", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"outbox": str(outbox.resolve()),
+                                                   "user": "svc-pmp"}
+    assert integrations.pmp_nightly(d) == []  # reported through the day after tomorrow
+    with Store.open(tmp_path / "term") as s:  # as if the last two reports had not been made
+        s.conn.execute("DELETE FROM pmp_reports WHERE period_start > ?", (day.isoformat(),))
+        s.set_setting("timezone", "UTC")
+    written = integrations.pmp_nightly(d, today=day + timedelta(days=3))
+    assert [(r["period"]["from"], r["zero_report"]) for r in written] == [
+        ((day + timedelta(days=1)).isoformat(), True),
+        ((day + timedelta(days=2)).isoformat(), True)]
+    with Store.open(tmp_path / "term") as s:  # read as the service account, audited
+        assert s.conn.execute("SELECT user_id FROM pmp_reports ORDER BY created_at DESC "
+                              "LIMIT 1").fetchone()[0] == "svc-pmp"
+    assert cli_main(["pmp", "report", "--data-dir", d, "--due", "--user", "u-ph", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "BAD_ARGS"
+    assert cli_main(["pmp", "report", "--data-dir", d, "--due", "--outbox", str(outbox),
+                     "--user", "u-ph", "--tz", "UTC", "--json"]) == 0
+    assert "reports" in json.loads(capsys.readouterr().out)
+    assert cli_main(["pmp", "report", "--data-dir", d, "--user", "u-ph", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "BAD_ARGS"
+
+
+def test_the_nightly_sync_then_writes_the_due_reports() -> None:
+    from terminal.sync_client import SyncScheduler
+
+    after: list[str] = []
+    sched = SyncScheduler(Path("/nonexistent"), run=lambda: None,
+                          after_nightly=lambda: after.append("pmp"))
+    assert sched.run_once("opportunistic") and after == []
+    assert sched.run_once("nightly") and sched.run_once("catch-up")
+    assert after == ["pmp", "pmp"]
+
+
+def test_pmp_schedule_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from terminal import integrations
+
+    store = _store(tmp_path)
+    store.close()
+    d = str(tmp_path / "term")
+    (tmp_path / "o").mkdir()
+    assert cli_main(["pmp", "schedule", "--data-dir", d, "--outbox", str(tmp_path / "o"),
+                     "--user", "svc", "--json"]) == 0
+    capsys.readouterr()
+    assert cli_main(["pmp", "schedule", "--data-dir", d, "--off", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"outbox": None, "user": None}
+    assert integrations.pmp_nightly(d) == []
