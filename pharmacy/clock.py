@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+
+from pharmacy.errors import BadInput
 
 
 def utcnow() -> datetime:
@@ -22,3 +25,19 @@ def parse_iso(text: str) -> datetime:
 
 
 Clock = Callable[[], datetime]
+
+
+def zone_named(name: str) -> tzinfo:
+    """The IANA time zone ``name``; ``BAD_TIMEZONE`` when there is none by that name."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise BadInput(f"unknown time zone {name!r}", code="BAD_TIMEZONE") from None
+
+
+def local_zone(setting: str | None) -> tzinfo:
+    """The store's time zone from its ``timezone`` setting; UTC when unset or unknown."""
+    try:
+        return zone_named(setting) if setting else UTC
+    except BadInput:
+        return UTC

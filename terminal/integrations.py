@@ -131,13 +131,11 @@ def pmp_status(store: Store) -> PmpStatus | None:
     mod = _module("policy_cache.pmp")
     if mod is None:
         return None
-    import zoneinfo
-    from datetime import UTC, timedelta
+    from datetime import timedelta
 
-    try:
-        tz: Any = zoneinfo.ZoneInfo(store.get_setting("timezone") or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        tz = UTC
+    from pharmacy.clock import local_zone
+
+    tz = local_zone(store.get_setting("timezone"))
     now = store.clock()
     st = mod.report_status(store.conn, now, tz,
                            since=now.astimezone(tz).date() - timedelta(days=PMP_WINDOW_DAYS))
@@ -216,22 +214,17 @@ def pmp_nightly(data_dir: str, today: Any = None) -> list[dict[str, Any]]:
     mod = _module("policy_cache.pmp")
     if mod is None:
         return []
-    import zoneinfo
-    from datetime import UTC
-
+    from pharmacy.clock import local_zone
     from pharmacy.phi import FileKeyProvider, PhiVault
 
     with Store.open(data_dir) as store:
         outbox, user = store.get_setting("pmp.outbox_dir"), store.get_setting("pmp.user_id")
         if not outbox or not user:
             return []
-        try:
-            tz: Any = zoneinfo.ZoneInfo(store.get_setting("timezone") or "UTC")
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            tz = UTC
         vault = PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
-        out: list[dict[str, Any]] = mod.write_due_reports(store, vault, user_id=user,
-                                                          outbox=outbox, tz=tz, today=today)
+        out: list[dict[str, Any]] = mod.write_due_reports(
+            store, vault, user_id=user, outbox=outbox,
+            tz=local_zone(store.get_setting("timezone")), today=today)
         return out
 
 

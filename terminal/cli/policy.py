@@ -253,13 +253,10 @@ def cmd_pmp_report(args: argparse.Namespace) -> int:
 
 
 def _zone(store: Store, name: str | None) -> Any:
-    import zoneinfo
+    """``--tz`` when given (it must exist), else the store's ``timezone`` setting, else UTC."""
+    from pharmacy.clock import local_zone, zone_named
 
-    zone_name = name or store.get_setting("timezone") or "UTC"
-    try:
-        return zoneinfo.ZoneInfo(zone_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise BadInput(f"unknown time zone {zone_name!r}", code="BAD_TIMEZONE") from None
+    return zone_named(name) if name else local_zone(store.get_setting("timezone"))
 
 
 def cmd_pmp_status(args: argparse.Namespace) -> int:

@@ -184,17 +184,14 @@ def cmd_stock(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import zoneinfo
+    from pharmacy.clock import zone_named
 
     try:
         start = date.fromisoformat(args.date_from)
         end = date.fromisoformat(args.date_to) if args.date_to else start
     except ValueError:
         raise BadInput("--from and --to are dates (YYYY-MM-DD)", code="BAD_DATE") from None
-    try:
-        tz = zoneinfo.ZoneInfo(args.tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise BadInput(f"unknown time zone {args.tz!r}", code="BAD_TIMEZONE") from None
+    tz = zone_named(args.tz)
     with _server_store(args) as store:
         tenant, sid = _target(store, args)
         out = store.sales_report(tenant, sid, start, end, tz)
