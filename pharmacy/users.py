@@ -64,6 +64,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 BREAK_GLASS_ACTIONS = frozenset({"read_med_history"})
 DEFAULT_BREAK_GLASS_MINUTES = 15
 
+
+def break_glass_actions(role: str) -> list[str]:
+    """What emergency access could open for ``role`` (what it may not do already)."""
+    return sorted(a for a in BREAK_GLASS_ACTIONS if not can(role, a))
+
 ACTION_LABELS = {
     "verify_rx": "verify a prescription",
     "read_med_history": "open a medication history",
@@ -235,17 +240,25 @@ def _audit(c: sqlite3.Connection, now_s: str, user_id: str | None, action: str,
               (now_s, user_id, action, subject, json.dumps(detail or {}, sort_keys=True)))
 
 
-def add_user(store: Store, username: str, display_name: str, role: str, secret: str, *,
-             kind: str = "pin", by: str | None = None) -> UserChanged:
+def _new_account(username: str, role: str, kind: str, secret: str,
+                 display_name: str | None = None) -> str:
+    """A new account's username, normalised, once it, its role, its display name (when
+    one is required) and its secret pass."""
     uname = username.strip().lower()
     if not _USERNAME.match(uname):
         raise BadInput("a username is 2-32 lower-case letters, digits, '.', '_' or '-', "
                        "starting with a letter", code="BAD_USERNAME")
     if role not in ROLES:
         raise BadInput(f"role {role!r} is not one of {', '.join(ROLES)}", code="BAD_ROLE")
-    if not display_name.strip():
+    if display_name is not None and not display_name.strip():
         raise BadInput("a user needs a display name", code="BAD_USERNAME")
     check_secret_policy(kind, secret)
+    return uname
+
+
+def add_user(store: Store, username: str, display_name: str, role: str, secret: str, *,
+             kind: str = "pin", by: str | None = None) -> UserChanged:
+    uname = _new_account(username, role, kind, secret, display_name)
     encoded = hash_secret(secret)
     now_s = iso(store.clock())
     uid = new_id()
@@ -298,13 +311,7 @@ def user_publication(username: str, display_name: str, role: str, secret: str, *
                      kind: str = "pin", now: datetime, user_id: str | None = None
                      ) -> dict[str, Any]:
     """The body head office publishes for a new user (or a new secret for ``user_id``)."""
-    uname = username.strip().lower()
-    if not _USERNAME.match(uname):
-        raise BadInput("a username is 2-32 lower-case letters, digits, '.', '_' or '-', "
-                       "starting with a letter", code="BAD_USERNAME")
-    if role not in ROLES:
-        raise BadInput(f"role {role!r} is not one of {', '.join(ROLES)}", code="BAD_ROLE")
-    check_secret_policy(kind, secret)
+    uname = _new_account(username, role, kind, secret)
     uid = user_id or new_id()
     return {"target": uid, "user_id": uid, "username": uname,
             "display_name": display_name.strip() or uname, "role": role, "secret_kind": kind,

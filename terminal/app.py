@@ -233,12 +233,9 @@ class MainWindow(QMainWindow):
 
     # ---- emergency access ---------------------------------------------------------------------
     def _glass_actions(self) -> list[str]:
-        """The emergency-access actions the signed-in person's role does not have."""
         from pharmacy import users
 
-        s = self.session
-        return [] if s is None else sorted(a for a in users.BREAK_GLASS_ACTIONS
-                                           if not users.can(s.role, a))
+        return [] if self.session is None else users.break_glass_actions(self.session.role)
 
     def open_break_glass(self) -> None:
         """A small form: what to open and why; submitting it asks the core for the grant."""
