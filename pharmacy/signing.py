@@ -162,3 +162,14 @@ def verify_endorsement(trust: TrustStore, doc: Mapping[str, Any]) -> dict[str, A
         raise SignatureInvalid("the endorsement's key id, public key or retired keys do not "
                                "line up", code="BAD_ENDORSEMENT")
     return dict(statement)
+
+
+def endorsed_pems(pems: Iterable[str], statement: Mapping[str, Any]) -> list[str]:
+    """A trusted-key list (PEM texts) after a verified endorsement: the keys it retires
+    gone, the endorsed key there once."""
+    keep = [p for p in pems
+            if key_id(load_public_pem(p.encode("ascii"))) not in statement["retire"]]
+    if all(key_id(load_public_pem(p.encode("ascii"))) != statement["key_id"] for p in keep):
+        keep.append(public_pem(load_public_pem(statement["public_key"].encode("ascii")))
+                    .decode("ascii"))
+    return keep

@@ -463,11 +463,9 @@ class SqlServerStore(ABC):
             SignatureInvalid,
             TrustStore,
             UnknownSigningKey,
-            load_public_pem,
-            public_pem,
+            endorsed_pems,
             verify_endorsement,
         )
-        from pharmacy.signing import key_id as _key_id
 
         with self._tx(False) as tx:
             row = tx.one("SELECT trusted_keys FROM tenants WHERE tenant_id = ?", (tenant_id,))
@@ -480,13 +478,7 @@ class SqlServerStore(ABC):
         except (SignatureInvalid, UnknownSigningKey) as e:
             raise BadRequest(f"the endorsement does not check out ({e.code}): it must be "
                              f"signed by a key tenant {tenant_id} trusts", code=e.code) from None
-        keep = [p for p in pems if _key_id(load_public_pem(p.encode("ascii")))
-                not in statement["retire"]]
-        new_pem = public_pem(load_public_pem(statement["public_key"].encode("ascii"))
-                             ).decode("ascii")
-        if all(_key_id(load_public_pem(p.encode("ascii"))) != statement["key_id"]
-               for p in keep):
-            keep.append(new_pem)
+        keep = endorsed_pems(pems, statement)
         with self._tx(True) as tx:
             tx.execute("UPDATE tenants SET trusted_keys = ? WHERE tenant_id = ?",
                        (json.dumps(keep), tenant_id))

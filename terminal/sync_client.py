@@ -514,8 +514,13 @@ def install_key_endorsement(store: Store, doc: dict[str, Any]) -> dict[str, Any]
     """Head office rotated its signing key: trust the endorsed key for policy and model
     bundles once the endorsement checks out against a key trusted now; drop a key it
     retires. The list installed at enrollment follows, so a retired key stays retired."""
-    from pharmacy.signing import TrustStore, load_public_pem, public_pem, verify_endorsement
-    from pharmacy.signing import key_id as _key_id
+    from pharmacy.signing import (
+        TrustStore,
+        endorsed_pems,
+        load_public_pem,
+        public_pem,
+        verify_endorsement,
+    )
 
     trusts, retires = [], []
     for module in ("policy_cache.trust", "models.bundle"):
@@ -535,10 +540,7 @@ def install_key_endorsement(store: Store, doc: dict[str, Any]) -> dict[str, Any]
     for retire in retires:
         for kid in statement["retire"]:
             retire(store, kid)
-    keep = [p for p in pems
-            if _key_id(load_public_pem(p.encode("ascii"))) not in statement["retire"]]
-    if all(_key_id(load_public_pem(p.encode("ascii"))) != statement["key_id"] for p in keep):
-        keep.append(new_pem.decode("ascii"))
+    keep = endorsed_pems(pems, statement)
     with store.transaction() as conn:
         replication.set_state(conn, "trusted_keys", json.dumps(keep))
         replication.set_state(conn, "trusted_keys_installed", len(keep) * len(trusts))
