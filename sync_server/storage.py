@@ -94,6 +94,10 @@ class ServerStore(Protocol):
     def endorse_key(self, tenant_id: str, doc: Mapping[str, Any]) -> dict[str, Any]: ...
     def published_user(self, tenant_id: str, store_id: str | None, username: str
                        ) -> dict[str, Any]: ...
+    def publish_user(self, tenant_id: str, store_id: str | None, username: str, *,
+                     role: str | None = ..., display_name: str | None = ...,
+                     secret: str | None = ..., kind: str = ...,
+                     active: bool | None = ...) -> dict[str, Any]: ...
     def create_enroll_code(self, tenant_id: str, store_id: str,
                            ttl_hours: float = 72) -> dict[str, Any]: ...
     def enroll(self, code: str, name: str | None, replica_id: str | None) -> dict[str, Any]: ...
@@ -1051,6 +1055,38 @@ class SqlServerStore(ABC):
                                 code="UNKNOWN_USER")
         newest: dict[str, Any] = max(mine, key=lambda b: str(b.get("updated_at")))
         return newest
+
+    def publish_user(self, tenant_id: str, store_id: str | None, username: str, *,
+                     role: str | None = None, display_name: str | None = None,
+                     secret: str | None = None, kind: str = "pin",
+                     active: bool | None = None) -> dict[str, Any]:
+        """Publish an account: a new one when ``role`` is given (``USER_EXISTS`` if head
+        office already publishes that username), else the newest published state of
+        ``username`` with a new secret and/or ``active``."""
+        from pharmacy import users
+
+        now = self.clock()
+        if role is not None:
+            try:
+                self.published_user(tenant_id, store_id, username)
+            except NotFoundError:
+                pass
+            else:
+                raise BadRequest(f"head office already publishes user {username}; use "
+                                 "'pharmos server user passwd' or 'enable'", code="USER_EXISTS")
+            body = users.user_publication(username, display_name or username, role,
+                                          secret or "", kind=kind, now=now)
+        else:
+            body = self.published_user(tenant_id, store_id, username)
+            if secret is not None:
+                users.check_secret_policy(kind, secret)
+                body.update(secret_kind=kind, secret_hash=users.hash_secret(secret))
+            if active is not None:
+                body["active"] = active
+            body["updated_at"] = iso(now)
+        out = self.publish(tenant_id, store_id, "user", [body])
+        return {"user_id": body["user_id"], "username": body["username"],
+                "role": body["role"], "active": body["active"], "stores": out["stores"]}
 
     # ---- head-office views --------------------------------------------------------------------
     def stock(self, tenant_id: str, store_id: str, today: date) -> list[dict[str, Any]]:

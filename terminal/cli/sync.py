@@ -227,40 +227,16 @@ def _publish(args: argparse.Namespace, kind: str, bodies: list[dict[str, Any]],
 
 def cmd_server_user(args: argparse.Namespace) -> int:
     """Users head office publishes: add, passwd, disable, enable."""
-    from pharmacy import users
-    from pharmacy.clock import iso
-    from sync_server.errors import NotFoundError
-
+    cmd = args.user_command
+    kind, secret = secret_from_args(args) if cmd in ("add", "passwd") else ("pin", None)
     with _server_store(args) as store:
         tenant, sid = _publish_targets(store, args)
-        now = store.clock()
-        if args.user_command == "add":
-            try:
-                store.published_user(tenant, sid, args.username)
-            except NotFoundError:
-                pass
-            else:
-                raise BadInput(f"head office already publishes user {args.username}; use "
-                               "'pharmos server user passwd' or 'enable'", code="USER_EXISTS")
-            kind, secret = secret_from_args(args)
-            body = users.user_publication(args.username, args.name or args.username,
-                                          args.role, secret, kind=kind, now=now)
-        else:
-            body = dict(store.published_user(tenant, sid, args.username))
-            if args.user_command == "passwd":
-                kind, secret = secret_from_args(args)
-                fresh = users.user_publication(body["username"], body["display_name"],
-                                               body["role"], secret, kind=kind, now=now,
-                                               user_id=body["user_id"])
-                body.update(secret_kind=fresh["secret_kind"], secret_hash=fresh["secret_hash"])
-            else:
-                body["active"] = args.user_command == "enable"
-            body["updated_at"] = iso(now)
-        out = store.publish(tenant, sid, "user", [body])
-    result = {"user_id": body["user_id"], "username": body["username"], "role": body["role"],
-              "active": body["active"], "stores": out["stores"]}
-    emit(args, result, f"user {body['username']} ({body['role']}, "
-         f"{'active' if body['active'] else 'disabled'}) published to "
+        out = store.publish_user(
+            tenant, sid, args.username, role=args.role if cmd == "add" else None,
+            display_name=getattr(args, "name", None), secret=secret, kind=kind,
+            active={"disable": False, "enable": True}.get(cmd))
+    emit(args, out, f"user {out['username']} ({out['role']}, "
+         f"{'active' if out['active'] else 'disabled'}) published to "
          f"{', '.join(out['stores']) or 'no store yet'}")
     return 0
 
