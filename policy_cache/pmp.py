@@ -63,6 +63,22 @@ def validate_asap(text: str) -> AsapFile:
     return f
 
 
+def _header(element: str, version: str, control_number: str, created: datetime,
+            file_type: str) -> str:
+    """TH. TH09 holds the terminator itself: TH ends "...*<TH08>*" and the terminator that
+    follows it is TH09."""
+    return element.join(["TH", version, control_number, "01", "", f"{created:%Y%m%d}",
+                         f"{created:%H%M%S}", file_type, "", ""])
+
+
+def _closed(segs: list[str], pha: int, control_number: str, element: str,
+            terminator: str) -> str:
+    """The file: ``segs`` (PHA at index ``pha``), TP (counting PHA .. TP [B]) and TT."""
+    segs = [*segs, element.join(["TP", str(len(segs) - pha + 1)])]
+    segs.append(element.join(["TT", control_number, str(len(segs) + 1)]))
+    return "".join(s + terminator for s in segs)
+
+
 def zero_report(*, control_number: str, created: datetime, period_start: date, period_end: date,
                 pharmacy: dict[str, str], version: str = "4.2A", element: str = "*",
                 terminator: str = "~") -> str:
@@ -74,18 +90,14 @@ def zero_report(*, control_number: str, created: datetime, period_start: date, p
         raise AsapInvalid("PHA needs an NPI, NCPDP or DEA number", code="ASAP_PHA_ID")
     period = f"#{period_start:%Y%m%d}#-#{period_end:%Y%m%d}#"
     segs = [
-        e.join(["TH", version, control_number, "01", "", f"{created:%Y%m%d}",
-                f"{created:%H%M%S}", "P", "", terminator]).removesuffix(terminator),
+        _header(e, version, control_number, created, "P"),
         e.join(["IS", pharmacy.get("is_id", ident[0] or ident[1] or ident[2]),
                 pharmacy.get("name", ""), period]),
         e.join(["PHA", *ident]),
         e.join(["PAT", "", "", "", "", "", "", "Report", "Zero"]),
         e.join(["DSP", "", "", "", "", f"{created:%Y%m%d}"]),
     ]
-    segs.append(e.join(["TP", str(len(segs) - 2 + 1)]))  # PHA .. TP inclusive [B]
-    segs.append(e.join(["TT", control_number, str(len(segs) + 1)]))
-    # TH09 holds the terminator itself, so TH is written as "...TH08*<term>"
-    return "".join(s + terminator for s in segs)
+    return _closed(segs, 2, control_number, e, terminator)
 
 
 def working_day_end(d: date, tz: tzinfo, holidays: Collection[date] = (),
@@ -244,8 +256,7 @@ def dispense_report(items: Sequence[Dispensing], *, control_number: str, created
 
     street, city, state, zip_ = split_address(pharmacy.get("address"))
     segs = [
-        element.join(["TH", version, control_number, "01", "", f"{created:%Y%m%d}",
-                      f"{created:%H%M%S}", "P" if production else "T", "", ""]),
+        _header(element, version, control_number, created, "P" if production else "T"),
         seg("IS", pharmacy.get("is_id") or next(i for i in ident if i),
             pharmacy.get("name", ""), f"#{period_start:%Y%m%d}#-#{period_end:%Y%m%d}#"),
         seg("PHA", *ident, pharmacy.get("name", ""), street, "", city, state, zip_,
@@ -281,10 +292,7 @@ def dispense_report(items: Sequence[Dispensing], *, control_number: str, created
             segs.append(seg("PRE", pres.get("npi", ""), pres.get("dea", ""), "",
                             pres.get("license", ""), p_last, p_first, p_middle,
                             "".join(ch for ch in str(pres.get("phone") or "") if ch.isdigit())))
-    segs.append(seg("TP", str(len(segs) - first_pha + 1)))  # PHA .. TP inclusive [B]
-    segs.append(seg("TT", control_number, str(len(segs) + 1)))
-    # TH09 is the terminator itself: TH ends "...*<TH08>*" and its terminator follows
-    return "".join(s + terminator for s in segs)
+    return _closed(segs, first_pha, control_number, element, terminator)
 
 
 PHARMACY_SETTINGS = ("npi", "ncpdp", "dea", "name", "address", "phone")
