@@ -37,36 +37,35 @@ PRESCRIBER = {"name": "Dr. Maria Alvarez", "address": "1200 Main St, Austin TX 7
 
 
 def _prior_rows(store: Store, n: int) -> int:
-    """Bulk history: n past sales (each with its decision) with a line, an allocation and an
-    event each."""
+    """Bulk history: n past sales (each with its decision) with a line (its allocation on it)
+    and an event each."""
     c = store.conn
     t0 = date(2025, 1, 1)
     with store.transaction():
-        sales, lines, allocs, events = [], [], [], []
+        sales, lines, events = [], [], []
         for i in range(n):
             sid, did = new_id(), new_id()
             ts = (t0 + timedelta(minutes=i)).isoformat() + "T00:00:00Z"
             sales.append((sid, ts, store.replica_id, "u", "otc", "US", None, None, None, 749, 62,
-                          811, did, ts, "[]", "[]", None, "{}"))
-            lines.append((sid, 1, OTC["ndc"], 1, 749, 749))
-            allocs.append((sid, 1, "00904672860:HIST", "HIST", "2025-12-31", 1))
+                          811, did, ts, "[]", "[]", None, "{}", "cedar"))
+            lines.append((sid, 1, OTC["ndc"], 1, 749, 749,
+                          '[["00904672860:HIST","HIST","2025-12-31",1]]'))
             events.append((new_id(), store.replica_id, "sale", ts, "{}"))
         c.execute("INSERT OR IGNORE INTO batches VALUES ('00904672860:HIST', ?, 'HIST', "
                   "'2025-12-31', 'active', '2025-01-01', NULL, NULL, NULL, '2025-01-01')",
                   (OTC["ndc"],))
         c.executemany("INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                      "?, ?, ?)", sales)
-        c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?)", lines)
-        c.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?)", allocs)
+                      "?, ?, ?, ?)", sales)
+        c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?, ?)", lines)
         c.executemany("INSERT INTO events(event_id, replica_id, kind, created_at, body) "
                       "VALUES (?, ?, ?, ?, ?)", events)
     store.checkpoint()
-    return 4 * n
+    return 3 * n
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     n_sales = 300 if quick else 2000
-    n_prior = 25_000 if quick else 31_250  # ×4 rows each: 100k / 125k prior rows
+    n_prior = 34_000 if quick else 42_000  # ×3 rows each: 102k / 126k prior rows
     tmp = Path(tempfile.mkdtemp(prefix="pharmos-bench-"))
     store = Store.init(tmp / "term", "bench")
     try:

@@ -51,10 +51,7 @@ def append(
         (replica_id, seq, entry["entry_id"], created_at, kind, fields["ndc"], fields["qty"],
          body, prev, h),
     )
-    stored = {"replica_id": replica_id, "seq": seq, "entry_id": entry["entry_id"],
-              "created_at": created_at, "kind": kind, "ndc": fields["ndc"], "qty": fields["qty"],
-              "body": body, "prev_hash": prev, "hash": h}
-    outbox.append_event(conn, replica_id, "register", created_at, stored)
+    outbox.append_ref(conn, replica_id, "register", created_at, str(seq))  # the row is its body
     return {**entry, "prev_hash": prev, "hash": h}
 
 

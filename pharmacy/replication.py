@@ -118,8 +118,9 @@ def collect_push(store: Store, limit: int = PUSH_PAGE) -> PushBatch:
             "WHERE s.event_id = e.event_id) ORDER BY seq LIMIT ?", (acked, limit + 1)).fetchall()
         final = len(rows) <= limit
         rows = rows[:limit]
-        events = [{"event_id": r[1], "replica_id": r[2], "seq": r[0], "kind": r[3],
-                   "created_at": r[4], "body": r[5]} for r in rows]  # JSON text, as recorded
+        events = outbox.with_bodies(c, [  # JSON text, as recorded or rebuilt from its rows
+            {"event_id": r[1], "replica_id": r[2], "seq": r[0], "kind": r[3],
+             "created_at": r[4], "body": r[5]} for r in rows])
         counters: list[dict[str, Any]] = []
         docs: list[dict[str, Any]] = []
         if final:
@@ -246,7 +247,11 @@ def rebase_forked(store: Store, old_replica: str, known_event_ids: Iterable[str]
             "SELECT seq, event_id, kind, created_at, body FROM events e WHERE replica_id = ? "
             "AND seq > ? AND NOT EXISTS (SELECT 1 FROM sync_skipped_events s "
             "WHERE s.event_id = e.event_id) ORDER BY seq", (old_replica, acked)).fetchall()
-        for seq, event_id, kind, created_at, raw in rows:
+        # bodies first: moving a register entry below deletes the row its event refers to
+        raws = [e["body"] for e in outbox.with_bodies(c, [
+            {"event_id": r[1], "replica_id": old_replica, "kind": r[2], "body": r[4]}
+            for r in rows])]
+        for (seq, event_id, kind, created_at, _), raw in zip(rows, raws, strict=True):
             if event_id in known:
                 continue
             body = json.loads(raw)

@@ -216,15 +216,13 @@ class Dispenser:
         kind = "rx" if rx is not None else "otc"
         rx_number = None if rx is None else rx.get("rx_number")
         subtotal = tax = 0
-        line_rows, alloc_rows = [], []
+        line_rows = []
         for r in resolved:
             amount = r.product.price_cents * r.qty
             subtotal += amount
             tax += tax_cents(amount, r.product.tax_rate_bp)
             line_rows.append((sale_id, r.line_no, r.product.ndc, r.qty, r.product.price_cents,
-                              amount))
-            for a in r.allocations:
-                alloc_rows.append((sale_id, r.line_no, a.batch_id, a.lot, a.expiry, a.qty))
+                              amount, _allocations_json(r.allocations)))
         total = subtotal + tax
         decided = decision.to_json()
         # the decision is kept on the sale row; of its request, only what the row lacks
@@ -233,16 +231,16 @@ class Dispenser:
         c.execute(
             "INSERT INTO sales(sale_id, created_at, replica_id, user_id, kind, jurisdiction, "
             "patient_id, rx, rx_number, subtotal_cents, tax_cents, total_cents, decision_id, "
-            "decided_at, reasons, obligations, bundle_version, decision_request) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "decided_at, reasons, obligations, bundle_version, decision_request, engine) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (sale_id, at_s, replica, user["id"], kind, creq.jurisdiction, patient_id,
              None if rx is None else canonical_json(rx), rx_number, subtotal, tax, total,
              decision_id, now_s, _json_list(decided["reasons"]),
              _json_list(decided["obligations"]), decision.bundle_version,
-             canonical_json(request)),
+             canonical_json(request), decision.engine),
         )
-        c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?)", line_rows)
-        c.executemany("INSERT INTO allocations VALUES (?, ?, ?, ?, ?, ?)", alloc_rows)
+        c.executemany("INSERT INTO sale_lines(sale_id, line_no, ndc, qty, unit_price_cents, "
+                      "line_total_cents, allocations) VALUES (?, ?, ?, ?, ?, ?, ?)", line_rows)
         for r in resolved:
             for a in r.allocations:
                 c.execute(*_counter_sql(replica, a.batch_id, -a.qty))
@@ -260,21 +258,11 @@ class Dispenser:
                     (rx.get("prescriber") or {}).get("dea"),
                 })
                 reg += 1
-        # the sale carries its own decision; the request's inputs are the sale itself
-        outbox.append_event(c, replica, "sale", now_s, {
-            "sale_id": sale_id, "created_at": at_s, "user_id": user["id"], "kind": kind,
-            "jurisdiction": creq.jurisdiction, "patient_id": patient_id,
-            "decision_id": decision_id, "decision": {**decided, "offline": creq.offline},
-            "subtotal_cents": subtotal, "tax_cents": tax, "total_cents": total,
-            "rx": None if rx is None else {k: v for k, v in rx.items() if k != "patient"},
-            "lines": [{"line_no": lr[1], "ndc": lr[2], "qty": lr[3], "unit_price_cents": lr[4]}
-                      for lr in line_rows],
-            "allocations": [{"line_no": a[1], "batch_id": a[2], "lot": a[3], "expiry": a[4],
-                             "qty": a[5]} for a in alloc_rows],
-        })
+        # the sale's event is rebuilt from these rows when it is pushed (outbox.with_bodies)
+        outbox.append_ref(c, replica, "sale", now_s, sale_id)
         changed = StockChanged(
-            tuple(a[2] for a in alloc_rows), tuple(dict.fromkeys(r.product.ndc for r in resolved)),
-            reg)
+            tuple(a.batch_id for r in resolved for a in r.allocations),
+            tuple(dict.fromkeys(r.product.ndc for r in resolved)), reg)
         return SaleResult(sale_id, tuple(resolved), subtotal, tax, total, decision, decision_id,
                           reg, changed)
 
@@ -319,6 +307,14 @@ def sale_record(conn: sqlite3.Connection, sale_id: str) -> dict[str, Any]:
             for ln in lines
         ],
     }
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def _allocations_json(allocations: tuple[Allocation, ...]) -> str:
+    """A line's allocations as stored on it: [[batch_id, lot, expiry, qty], ...], FEFO order."""
+    return _COMPACT.encode([[a.batch_id, a.lot, a.expiry, a.qty] for a in allocations])
 
 
 def _json_list(items: list[Any]) -> str:

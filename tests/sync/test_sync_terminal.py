@@ -693,8 +693,12 @@ def _server_bodies(server: ServerProcess, shop: tuple[str, str]) -> dict[str, st
 
 
 def _local_bodies(t: Till) -> dict[str, str]:
-    with t.store() as s:
-        return dict(s.conn.execute("SELECT event_id, body FROM events").fetchall())
+    from pharmacy import outbox
+
+    with t.store() as s:  # as pushed: a sale's or register entry's body rebuilt from its rows
+        rows = s.conn.execute("SELECT event_id, replica_id, kind, body FROM events").fetchall()
+        events = outbox.with_bodies(s.conn, [dict(r) for r in rows])
+        return {e["event_id"]: e["body"] for e in events}
 
 
 def test_events_pushed_as_columns_arrive_byte_for_byte(tmp_path: Path, server: ServerProcess,
