@@ -59,6 +59,10 @@ class PhiVault:
         self.conn = conn
         self._aead = AESGCM(keys.key())
         self._now = clock_iso
+        # sealed blob -> its record, for the patients seen lately: a returning patient's record
+        # is compared without decrypting it again. A blob's nonce is random, so a blob equal to
+        # one opened before holds the same record (and passed the same integrity check).
+        self._opened: dict[tuple[str, bytes], dict[str, Any]] = {}
 
     def _seal(self, patient_id: str, record: dict[str, Any]) -> bytes:
         nonce = os.urandom(12)
@@ -73,6 +77,15 @@ class PhiVault:
                                    code="PHI_INTEGRITY") from None
         data: dict[str, Any] = json.loads(plain)
         return data
+
+    def _open_cached(self, patient_id: str, sealed: bytes) -> dict[str, Any]:
+        key = (patient_id, bytes(sealed))
+        record = self._opened.get(key)
+        if record is None:
+            if len(self._opened) >= 64:
+                self._opened.clear()
+            record = self._opened[key] = self._open(patient_id, sealed)
+        return record
 
     def _audit(self, user_id: str | None, action: str, patient_id: str) -> None:
         if not user_id:
@@ -97,7 +110,7 @@ class PhiVault:
             self.conn.execute("INSERT INTO patients VALUES (?, ?, ?, ?)",
                               (pid, self._seal(pid, record), now, now))
         else:
-            current = self._open(pid, row[0])
+            current = self._open_cached(pid, row[0])
             merged = {**current, **record}
             if merged != current:
                 self.conn.execute(
