@@ -328,12 +328,11 @@ def sellable_stock(conn: sqlite3.Connection, today: date,
             return []
         where += f" AND b.ndc IN ({', '.join('?' for _ in ndcs)})"
         params.extend(ndcs)
-    rows = conn.execute(
-        "SELECT b.batch_id, b.ndc, b.lot, b.expiry, b.unit_cost_cents, "
-        "COALESCE(SUM(c.p - c.n), 0) AS qty FROM batches b "
-        "LEFT JOIN counters c ON c.counter_id = 'stock:' || b.batch_id "
-        f"WHERE {where} GROUP BY b.batch_id HAVING qty > 0 ORDER BY b.ndc, b.expiry, b.lot",
-        params).fetchall()
+    rows = conn.execute(  # a batch's stock: the sum of its counter rows, one per replica
+        "SELECT * FROM (SELECT b.batch_id, b.ndc, b.lot, b.expiry, b.unit_cost_cents, "
+        "(SELECT COALESCE(SUM(c.p - c.n), 0) FROM counters c "
+        "WHERE c.counter_id = 'stock:' || b.batch_id) AS qty FROM batches b "
+        f"WHERE {where} ORDER BY b.ndc, b.expiry, b.lot) WHERE qty > 0", params).fetchall()
     return [SellableLot(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
 
 
