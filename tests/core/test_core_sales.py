@@ -219,3 +219,54 @@ def test_refused_attempt_is_recorded_with_its_request(stocked: Store) -> None:
                        ).fetchone()[0]
     assert json.loads(detail)["sale_id"] is None
     assert c.execute("SELECT COUNT(*) FROM offline_usage").fetchone()[0] == 0
+
+
+def test_sale_and_register_events_are_rebuilt_from_their_rows(stocked: Store) -> None:
+    """A sale's outbox event and its register entry's refer to their rows (``@key``); the body
+    rebuilt for sync holds what the sale event always held, and the register entry's row."""
+    from pharmacy import outbox
+
+    rx = {"rx_number": "RX7", "written_on": "2026-11-01", "prescriber": {"dea": "BA1234563"},
+          "patient": {"name": "not in the event"}}
+    r = Dispenser(stocked, AllowAll()).sell({
+        "lines": [{"ndc": "0406-0552-01", "qty": 20}, {"ndc": "0904-6728-60", "qty": 7}],
+        "rx": rx, "patient": {"id": "pt-1", "name": "Ana Nguyen"}, "user": USER,
+        "jurisdiction": "US-TX", "offline": True})
+    c = stocked.conn
+    rows = [dict(e) for e in c.execute(
+        "SELECT event_id, replica_id, kind, body FROM events WHERE kind IN ('sale', 'register') "
+        "ORDER BY seq DESC LIMIT 2")]
+    assert [(e["kind"], e["body"]) for e in rows] == [
+        ("sale", "@" + r.sale_id), ("register", "@2")]  # after the receipt's entry (seq 1)
+    sale_ev, reg_ev = outbox.with_bodies(c, rows)
+    assert json.loads(sale_ev["body"]) == {
+        "sale_id": r.sale_id, "created_at": c.execute(
+            "SELECT created_at FROM sales WHERE sale_id = ?", (r.sale_id,)).fetchone()[0],
+        "user_id": "u-1", "kind": "rx", "jurisdiction": "US-TX", "patient_id": "pt-1",
+        "decision_id": r.decision_id,
+        "decision": {"decision": "allow", "reasons": [Reason("NOTE", "fyi", None, "info")
+                                                      .to_json()],
+                     "obligations": ["register_entry"], "bundle_version": "t1",
+                     "engine": "none", "offline": True},
+        "subtotal_cents": r.subtotal_cents, "tax_cents": r.tax_cents,
+        "total_cents": r.total_cents,
+        "rx": {k: v for k, v in rx.items() if k != "patient"},
+        "lines": [{"line_no": 1, "ndc": "0406-0552-01", "qty": 20, "unit_price_cents": 45},
+                  {"line_no": 2, "ndc": "0904-6728-60", "qty": 7, "unit_price_cents": 749}],
+        "allocations": [  # FEFO order, as allocated
+            {"line_no": 1, "batch_id": "00406055201:OX1", "lot": "OX1", "expiry": "2027-03-31",
+             "qty": 20},
+            {"line_no": 2, "batch_id": "00904672860:IB2606", "lot": "IB2606",
+             "expiry": "2026-12-31", "qty": 5},
+            {"line_no": 2, "batch_id": "00904672860:IB2701", "lot": "IB2701",
+             "expiry": "2027-01-31", "qty": 2}],
+    }
+    # compact JSON, as every recorded body (what sync protocol 2's columns rely on)
+    assert sale_ev["body"] == json.dumps(json.loads(sale_ev["body"]), separators=(",", ":"))
+    row = c.execute("SELECT replica_id, seq, entry_id, created_at, kind, ndc, qty, body, "
+                    "prev_hash, hash FROM register WHERE seq = 2").fetchone()
+    assert reg_ev["body"] == json.dumps(dict(row), separators=(",", ":"))
+    # a reference to a row that is not on file is an error, never an empty body
+    with pytest.raises(LookupError):
+        outbox.with_bodies(c, [{"event_id": "e", "replica_id": "r", "kind": "sale",
+                                "body": "@no-such-sale"}])
