@@ -14,7 +14,12 @@ def utcnow() -> datetime:
 
 
 def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """UTC with microseconds and a Z: ``2026-11-27T18:52:05.210413Z`` (what every stored time
+    looks like; formatted by hand, at half the cost of ``isoformat`` on the sale path)."""
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (faster than f-string)
+        dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond)
 
 
 def parse_iso(text: str) -> datetime:

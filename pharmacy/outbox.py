@@ -13,9 +13,8 @@ import json
 import sqlite3
 from typing import Any
 
+from pharmacy.canonical import compact_json
 from pharmacy.ids import new_id
-
-_BODY = json.JSONEncoder(separators=(",", ":"))  # compact, insertion order
 
 EVENT_KINDS = ("sale", "decision", "register", "movement", "batch", "batch_status", "product")
 REF = "@"  # a body that starts with this refers to the rows the event describes
@@ -30,7 +29,7 @@ def append_event(
     eid = event_id or new_id()
     conn.execute(
         "INSERT INTO events(event_id, replica_id, kind, created_at, body) VALUES (?, ?, ?, ?, ?)",
-        (eid, replica_id, kind, created_at, _BODY.encode(body)),
+        (eid, replica_id, kind, created_at, compact_json(body)),
     )
     return eid
 
@@ -95,7 +94,7 @@ def _register_bodies(conn: sqlite3.Connection, keys: list[tuple[str, str]]
                     f"prev_hash, hash FROM {table} WHERE (replica_id, seq) IN "
                     f"(VALUES {values})", params):
                 key = (row[0], str(row[1]))
-                out.setdefault(key, _BODY.encode({
+                out.setdefault(key, compact_json({
                     "replica_id": row[0], "seq": row[1], "entry_id": row[2],
                     "created_at": row[3], "kind": row[4], "ndc": row[5], "qty": row[6],
                     "body": row[7], "prev_hash": row[8], "hash": row[9]}))
@@ -123,7 +122,7 @@ def _sale_bodies(conn: sqlite3.Connection, keys: list[tuple[str, str]]
             sale_lines = lines.get(row[0], [])
             rx = None if row[16] is None else {
                 k: v for k, v in json.loads(row[16]).items() if k != "patient"}
-            texts[row[0]] = _BODY.encode({
+            texts[row[0]] = compact_json({
                 "sale_id": row[0], "created_at": row[2], "user_id": row[3], "kind": row[4],
                 "jurisdiction": row[5], "patient_id": row[6], "decision_id": row[7],
                 "decision": {"decision": "allow", "reasons": json.loads(row[8]),

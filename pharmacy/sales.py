@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
 from pharmacy import catalog, gs1, inventory, outbox, register
-from pharmacy.canonical import canonical_json
+from pharmacy.canonical import canonical_json, compact_json
 from pharmacy.clock import iso, parse_iso
 from pharmacy.compliance import ComplianceGate, ComplianceRequest, Decision, LineFacts
 from pharmacy.errors import BadInput, ComplianceDenied
@@ -241,9 +242,9 @@ class Dispenser:
         )
         c.executemany("INSERT INTO sale_lines(sale_id, line_no, ndc, qty, unit_price_cents, "
                       "line_total_cents, allocations) VALUES (?, ?, ?, ?, ?, ?, ?)", line_rows)
-        for r in resolved:
-            for a in r.allocations:
-                c.execute(*_counter_sql(replica, a.batch_id, -a.qty))
+        c.executemany(SQL_LOCAL_ADD, [
+            local_add_params(inventory.counter_id(a.batch_id), replica, -a.qty)
+            for r in resolved for a in r.allocations])
         reg = 0
         for r in resolved:
             if not r.product.dea_schedule:
@@ -265,12 +266,6 @@ class Dispenser:
             tuple(dict.fromkeys(r.product.ndc for r in resolved)), reg)
         return SaleResult(sale_id, tuple(resolved), subtotal, tax, total, decision, decision_id,
                           reg, changed)
-
-
-def _counter_sql(replica: str, batch_id: str, delta: int) -> tuple[str, tuple[Any, ...]]:
-    from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
-
-    return SQL_LOCAL_ADD, local_add_params(inventory.counter_id(batch_id), replica, delta)
 
 
 def _refusal_message(decision: Decision) -> str:
@@ -309,13 +304,10 @@ def sale_record(conn: sqlite3.Connection, sale_id: str) -> dict[str, Any]:
     }
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
-
-
 def _allocations_json(allocations: tuple[Allocation, ...]) -> str:
     """A line's allocations as stored on it: [[batch_id, lot, expiry, qty], ...], FEFO order."""
-    return _COMPACT.encode([[a.batch_id, a.lot, a.expiry, a.qty] for a in allocations])
+    return compact_json([[a.batch_id, a.lot, a.expiry, a.qty] for a in allocations])
 
 
 def _json_list(items: list[Any]) -> str:
-    return json.dumps(items) if items else "[]"  # an allowed sale's are usually empty
+    return compact_json(items) if items else "[]"  # an allowed sale's are usually empty
