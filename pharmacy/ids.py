@@ -36,6 +36,8 @@ class IdClock:
         self._node = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
         self._last_ms = 0
         self._seq = 0
+        low = 0x2 << 62 | self._node  # variant and random bits: the same for every id here
+        self._tail = f"{low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}"
 
     def new(self) -> str:
         with self._lock:
@@ -48,10 +50,10 @@ class IdClock:
                 ms = self._last_ms
             else:
                 self._last_ms, self._seq = ms, 0
-            value = ((ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | self._seq << 64
-                     | 0x2 << 62 | self._node)
-        h = f"{value:032x}"  # the canonical 8-4-4-4-12 form, as str(uuid.UUID(int=value))
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            seq = self._seq
+        ms &= 0xFFFF_FFFF_FFFF
+        # the canonical 8-4-4-4-12 form, as str(uuid.UUID(int=...)) of the 128-bit value
+        return f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{seq:03x}-{self._tail}"
 
 
 _IDS = IdClock()

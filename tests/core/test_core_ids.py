@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 import biip
 import pytest
 from hypothesis import given
@@ -52,3 +54,7 @@ def test_new_ids_are_time_ordered_and_unique() -> None:
     assert len(set(ids)) == 2000
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
     assert all(i[14] == "7" for i in ids)
+    parsed = [uuid.UUID(i) for i in ids]  # canonical RFC 9562 version 7 UUIDs, in order
+    assert [str(u) for u in parsed] == ids
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert [u.int >> 64 for u in parsed] == sorted(u.int >> 64 for u in parsed)
