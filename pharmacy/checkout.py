@@ -221,13 +221,14 @@ def preview(conn: sqlite3.Connection, dispenser: Dispenser, cart: Cart, user: di
     ``decide`` is set, the compliance decision the sale would get now. Writes nothing."""
     lines: list[LinePreview] = []
     subtotal = tax = 0
+    taken: dict[str, int] = {}  # as the sale will: a unit goes to one line only
     for ln in cart.lines:
         p = catalog.lookup(conn, ln.ndc)
         amount = p.price_cents * ln.qty
         err_code = err = None
         allocs: tuple[Allocation, ...] = ()
         try:
-            allocs = tuple(inventory.allocate(conn, p, ln.qty, at.date(), ln.lot))
+            allocs = tuple(inventory.allocate(conn, p, ln.qty, at.date(), ln.lot, taken=taken))
         except PharmosError as e:
             err_code, err = e.code, e.message
         subtotal += amount

@@ -343,8 +343,14 @@ def sellable_batches(conn: sqlite3.Connection, ndc: str, today: date) -> list[tu
 
 
 def allocate(conn: sqlite3.Connection, product: catalog.Product, qty: int, today: date,
-             lot: str | None = None) -> list[Allocation]:
-    """FEFO allocation; a named lot must exist, be sellable and hold enough."""
+             lot: str | None = None, *, taken: dict[str, int] | None = None,
+             lots: Sequence[SellableLot] | None = None) -> list[Allocation]:
+    """FEFO allocation; a named lot must exist, be sellable and hold enough.
+
+    ``taken``: units of each batch already allocated to earlier lines of the same sale, which
+    are not available again; what this call allocates is added to it. ``lots``: the product's
+    sellable lots, when the caller has read them in the same transaction."""
+    taken = {} if taken is None else taken
     if lot is not None:
         row = get_batch(conn, product.ndc, lot)
         if row["expiry"] < today.isoformat():
@@ -357,21 +363,27 @@ def allocate(conn: sqlite3.Connection, product: catalog.Product, qty: int, today
                 f"lot {lot} of {product.name} is {row['status']}; it cannot be sold",
                 code="LOT_" + row["status"].upper(), batch_id=row["batch_id"],
             )
-        have = on_hand(conn, row["batch_id"])
+        have = on_hand(conn, row["batch_id"]) - taken.get(row["batch_id"], 0)
         if have < qty:
             raise OutOfStock(
                 f"lot {lot} of {product.name} has {have} on hand; {qty} requested",
                 batch_id=row["batch_id"], lot=lot, available=have, requested=qty,
             )
+        taken[row["batch_id"]] = taken.get(row["batch_id"], 0) + qty
         return [Allocation(row["batch_id"], lot, row["expiry"], qty)]
     out: list[Allocation] = []
     need = qty
-    batches = sellable_batches(conn, product.ndc, today)
+    if lots is None:
+        lots = sellable_stock(conn, today, [product.ndc])
+    batches = [(b.batch_id, b.lot, b.expiry, b.qty - taken.get(b.batch_id, 0)) for b in lots]
+    batches = [b for b in batches if b[3] > 0]
     for bid, blot, exp, have in batches:
         take = min(have, need)
         out.append(Allocation(bid, blot, exp, take))
         need -= take
         if need == 0:
+            for a in out:
+                taken[a.batch_id] = taken.get(a.batch_id, 0) + a.qty
             return out
     available = sum(b[3] for b in batches)
     where = ", ".join(f"lot {b[1]} (exp {b[2]}): {b[3]}" for b in batches) or "no sellable lot"

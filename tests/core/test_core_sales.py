@@ -270,3 +270,24 @@ def test_sale_and_register_events_are_rebuilt_from_their_rows(stocked: Store) ->
     with pytest.raises(LookupError):
         outbox.with_bodies(c, [{"event_id": "e", "replica_id": "r", "kind": "sale",
                                 "body": "@no-such-sale"}])
+
+
+@pytest.mark.parametrize("lot", [None, "IB2701"])
+def test_the_same_product_on_two_lines_never_sells_the_same_units_twice(
+        stocked: Store, lot: str | None) -> None:
+    """15 sellable ibuprofen (10 of them lot IB2701): two lines of 10 are more than there is."""
+    line = {"ndc": "0904-6728-60", "qty": 10, **({"lot": lot} if lot else {})}
+    before = _counts(stocked)
+    with pytest.raises(OutOfStock) as e:
+        Dispenser(stocked, AllowAll()).sell({"lines": [line, dict(line)], "user": USER})
+    assert e.value.details["available"] == (0 if lot else 5)
+    assert _counts(stocked) == before
+    # within stock, the second line takes what the first left, FEFO
+    r = Dispenser(stocked, AllowAll()).sell({"lines": [
+        {"ndc": "0904-6728-60", "qty": 4}, {"gtin": gtin_from_ndc(parse_hyphenated_ndc(
+            "0904-6728-60")), "qty": 3}], "user": USER})
+    assert [[(a.lot, a.qty) for a in ln.allocations] for ln in r.lines] == [
+        [("IB2606", 4)], [("IB2606", 1), ("IB2701", 2)]]
+    stock = {s["lot"]: s["on_hand"] for s in inventory.stock(
+        stocked.conn, stocked.clock().date(), "0904-6728-60")}
+    assert stock == {"IB2606": 0, "IB2701": 8, "IB2510": 7}
