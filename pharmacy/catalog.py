@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
 
 from pharmacy.clock import iso
-from pharmacy.errors import BadInput, PharmosError, UnknownProduct
+from pharmacy.errors import BadInput, UnknownProduct
 from pharmacy.ids import (
     Gtin,
     Ndc,
@@ -173,27 +173,6 @@ def lookup(conn: sqlite3.Connection, identifier: str) -> Product:
             identifier=identifier,
         )
     return Product.from_row(row)
-
-
-def lookup_ndcs(conn: sqlite3.Connection, identifiers: Sequence[str]) -> dict[str, Product]:
-    """The products of those identifiers that are hyphenated NDC-10s, read in one query, by
-    identifier (a cart's lines before each is resolved; anything else is left to
-    ``lookup``, which also reports what is wrong with it)."""
-    by_ndc: dict[str, list[str]] = {}
-    for ident in identifiers:
-        try:
-            kind, value = classify_identifier(ident)
-        except PharmosError:
-            continue
-        if kind == "ndc10":
-            by_ndc.setdefault(value, []).append(ident)
-    if not by_ndc:
-        return {}
-    rows = conn.execute("SELECT * FROM products WHERE ndc IN "
-                        f"({', '.join('?' for _ in by_ndc)})",
-                        list(by_ndc)).fetchall()
-    return {ident: product for product in map(Product.from_row, rows)
-            for ident in by_ndc[product.ndc]}
 
 
 def search(conn: sqlite3.Connection, text: str, limit: int = 20) -> list[Product]:

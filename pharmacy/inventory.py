@@ -343,13 +343,12 @@ def sellable_batches(conn: sqlite3.Connection, ndc: str, today: date) -> list[tu
 
 
 def allocate(conn: sqlite3.Connection, product: catalog.Product, qty: int, today: date,
-             lot: str | None = None, *, taken: dict[str, int] | None = None,
-             lots: Sequence[SellableLot] | None = None) -> list[Allocation]:
+             lot: str | None = None, *, taken: dict[str, int] | None = None
+             ) -> list[Allocation]:
     """FEFO allocation; a named lot must exist, be sellable and hold enough.
 
     ``taken``: units of each batch already allocated to earlier lines of the same sale, which
-    are not available again; what this call allocates is added to it. ``lots``: the product's
-    sellable lots, when the caller has read them in the same transaction."""
+    are not available again; what this call allocates is added to it."""
     taken = {} if taken is None else taken
     if lot is not None:
         row = get_batch(conn, product.ndc, lot)
@@ -373,9 +372,8 @@ def allocate(conn: sqlite3.Connection, product: catalog.Product, qty: int, today
         return [Allocation(row["batch_id"], lot, row["expiry"], qty)]
     out: list[Allocation] = []
     need = qty
-    if lots is None:
-        lots = sellable_stock(conn, today, [product.ndc])
-    batches = [(b.batch_id, b.lot, b.expiry, b.qty - taken.get(b.batch_id, 0)) for b in lots]
+    batches = [(b.batch_id, b.lot, b.expiry, b.qty - taken.get(b.batch_id, 0))
+               for b in sellable_stock(conn, today, [product.ndc])]
     batches = [b for b in batches if b[3] > 0]
     for bid, blot, exp, have in batches:
         take = min(have, need)

@@ -110,23 +110,12 @@ class Dispenser:
     def _resolve_lines(self, c: sqlite3.Connection, lines: list[Any], at: datetime
                        ) -> list[ResolvedLine]:
         """Every line, in order. Units a line takes are not available to the lines after it
-        (the same product on two lines never sells the same units twice). Products named by
-        NDC, and their sellable lots, are read with one query each for the whole cart."""
-        named = [str(ln.get("ndc")) for ln in lines
-                 if isinstance(ln, dict) and ln.get("scan") is None and ln.get("ndc")]
-        products = catalog.lookup_ndcs(c, named) if named else {}
-        stock: dict[str, list[inventory.SellableLot]] = {p.ndc: [] for p in products.values()}
-        if stock:
-            for lot in inventory.sellable_stock(c, at.date(), list(stock)):
-                stock[lot.ndc].append(lot)
+        (the same product on two lines never sells the same units twice)."""
         taken: dict[str, int] = {}
-        return [self._resolve(c, i, ln, at, taken, products, stock)
-                for i, ln in enumerate(lines, 1)]
+        return [self._resolve(c, i, ln, at, taken) for i, ln in enumerate(lines, 1)]
 
     def _resolve(self, c: sqlite3.Connection, i: int, line: Any, at: datetime,
-                 taken: dict[str, int] | None = None,
-                 products: dict[str, catalog.Product] | None = None,
-                 stock: dict[str, list[inventory.SellableLot]] | None = None) -> ResolvedLine:
+                 taken: dict[str, int] | None = None) -> ResolvedLine:
         if not isinstance(line, dict):
             raise BadInput(f"line {i} is not an object", code="BAD_REQUEST")
         qty = inventory.parse_qty(line.get("qty"), field=f"line {i} qty")
@@ -143,15 +132,12 @@ class Dispenser:
                                    f"{lot}", code="DSCSA_LOT_MISMATCH")
                 lot = scan.lot
         elif line.get("ndc") is not None or line.get("gtin") is not None:
-            ident = str(line.get("ndc") or line.get("gtin"))
-            found = None if products is None else products.get(ident)
-            product = found if found is not None else catalog.lookup(c, ident)
+            product = catalog.lookup(c, str(line.get("ndc") or line.get("gtin")))
         else:
             raise BadInput(f"line {i} needs 'ndc', 'gtin' or 'scan'", code="BAD_REQUEST")
         if lot is not None:
             lot = inventory.parse_lot(lot)
-        allocs = inventory.allocate(c, product, qty, at.date(), lot, taken=taken,
-                                    lots=None if stock is None else stock.get(product.ndc))
+        allocs = inventory.allocate(c, product, qty, at.date(), lot, taken=taken)
         if scan is not None and scan.expiry is not None and scan.lot is not None and (
             allocs[0].expiry != scan.expiry.isoformat()
         ):
