@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import cedarpy
@@ -68,6 +69,18 @@ class LineResult:
     allowed: bool
     rules: tuple[RuleInfo, ...]
     errors: tuple[str, ...]
+
+    # Results are remembered and shared by many decisions: what the gate reads of them is
+    # worked out once per result.
+    @cached_property
+    def obligations(self) -> tuple[str, ...]:
+        """The matched rules' obligations, in rule order."""
+        return tuple(o for rule in self.rules for o in rule.obligations)
+
+    @cached_property
+    def reasons(self) -> tuple[RuleInfo, ...]:
+        """The matched rules that give a reason (deny, hold, warn), in rule order."""
+        return tuple(rule for rule in self.rules if rule.outcome in ("deny", "hold", "warn"))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from pharmacy.clock import iso, parse_iso
@@ -59,6 +60,8 @@ class LineClass:
     # what the classification alone adds to a line's flags and tags (see FactBuilder._line)
     flags: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
+    rx_class: bool = False  # a prescription item whatever the catalog says (DEA, India H/H1/X)
+    schedule: str | None = None  # the message value {schedule}: "II" for CII
 
     @property
     def offline_class(self) -> str | None:
@@ -82,8 +85,9 @@ def _stricter(rank: Mapping[str, int], a: str | None, b: str | None) -> str | No
 def classify(data: BundleData, ndc: str, dea: str | None, india: str | None, cmea: bool,
              ingredients: tuple[str, ...], attrs: Mapping[str, Any]) -> LineClass:
     """The stricter of the catalog's and the bundle's classification (memoized)."""
+    attr_classes = data.catalog_attr_classes
     key = (ndc, dea, india, cmea, ingredients,
-           tuple(a for a in data.catalog_attr_classes if attrs.get(a)) if attrs else ())
+           tuple([a for a in attrs if a in attr_classes and attrs[a]]) if attrs else ())
     hit: LineClass | None = data.class_cache.get(key)
     if hit is None:
         hit = _classify(data, ndc, dea, india, cmea, ingredients, attrs)
@@ -125,7 +129,8 @@ def _classify(data: BundleData, ndc: str, dea: str | None, india: str | None, cm
     if "opium" in classes:
         flags.add("opium")
     return LineClass(dea, india, pse, frozenset(classes), restricted, frozenset(flags),
-                     frozenset(tags))
+                     frozenset(tags), bool(dea) or india in ("H", "H1", "X"),
+                     (dea or "")[1:] or dea)
 
 
 # ---- small parsers: None when absent; the field name goes to ``bad`` when unreadable ----------
@@ -145,6 +150,8 @@ def _present(v: Any) -> bool:
 
 def _int(d: Mapping[str, Any], key: str, bad: set[str], name: str | None = None) -> int | None:
     v = d.get(key)
+    if v.__class__ is int:
+        return v  # the common case, first
     if v is None or v == "":
         return None
     if isinstance(v, bool):
@@ -205,14 +212,18 @@ def _norm_name(s: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", s.casefold()).split())
 
 
-_RX_FLAGS = ("emergency_oral", "pmp_checked", "acute_pain", "acute_pain_exception",
-             "original_verified", "duplicate_retained", "security_form")
+_RX_FLAGS = frozenset(("emergency_oral", "pmp_checked", "acute_pain", "acute_pain_exception",
+                       "original_verified", "duplicate_retained", "security_form"))
 PARTIAL_MODES = {"cara": "cara", "patient_request": "cara", "prescriber_request": "cara",
                  "short_stock": "short_stock", "pharmacy_short": "short_stock",
                  "ltcf": "ltcf", "terminal": "terminal", "terminally_ill": "terminal"}
 ORIGINS = ("paper", "electronic", "fax", "oral")
 CHANNELS = ("retail", "mail_order", "mobile")
 SETTINGS = ("ltcf", "hospice", "home_infusion", "terminal")
+_RX_SALE_ONLY = frozenset(("rx", "invalid"))  # request flags an OTC line of an Rx sale drops
+# purchaser totals of a sale without pseudoephedrine or OTC C-V lines (read, never written)
+_NO_TOTALS: Mapping[str, Any] = MappingProxyType({"cv_otc": frozenset(),
+                                                  "pse_unknown": frozenset()})
 
 
 def partial_mode(v: Any) -> str | None:
@@ -234,9 +245,10 @@ def _fmt_g(ug: Any) -> str:
 
 @lru_cache(maxsize=256)
 def _written_facts(written: date, day: date, tz: tzinfo) -> tuple[int, datetime, int]:
-    """Days since written, the local midnight it was written, months since (ceiling)."""
-    return (day - written).days, datetime.combine(written, time(0), tz), months_ceil(written,
-                                                                                      day)
+    """Days since written, the local midnight it was written (as UTC: subtracting it from
+    another UTC time needs no zone lookup), months since (ceiling)."""
+    midnight = datetime.combine(written, time(0), tz).astimezone(UTC)
+    return (day - written).days, midnight, months_ceil(written, day)
 
 
 def _hours(a: datetime, b: datetime) -> int:
@@ -267,8 +279,9 @@ class FactBuilder:
     # ---- request-level facts -----------------------------------------------------------------
     def build(self) -> list[LineEval]:
         req, data = self.req, self.data
+        lines = req.lines
         classes = [classify(data, ln.ndc, ln.dea_schedule, ln.india_schedule, ln.cmea,
-                            ln.ingredients, ln.attrs) for ln in req.lines]
+                            ln.ingredients, ln.attrs) for ln in lines]
         flags: set[str] = set()
         nums: dict[str, int] = {}  # all of these go into the context of Rx lines
         vars_: dict[str, Any] = {}  # request-level message values, over the caps' and bundle's
@@ -279,19 +292,22 @@ class FactBuilder:
             flags.add("pharmacist")
         if not _present(user.get("id")):
             missing.add("dispenser")
-        patient = req.patient if isinstance(req.patient, dict) else {}
-        if req.patient is not None and not isinstance(req.patient, dict):
-            bad.add("patient")
+        patient = req.patient
+        if not isinstance(patient, dict):
+            if patient is not None:
+                bad.add("patient")
+            patient = {}
         self._patient_facts(patient, flags, nums, missing, bad)
-        rx_lines_qty = sum(ln.qty for ln, c in zip(req.lines, classes, strict=True)
-                           if ln.rx_only or c.dea or c.india in ("H", "H1", "X"))
         rx = req.rx
         if rx is not None:
+            flags.add("rx")
             if isinstance(rx, dict):
-                flags.add("rx")
+                rx_lines_qty = 0  # what this sale dispenses of prescription items
+                for ln, c in zip(lines, classes, strict=True):
+                    if ln.rx_only or c.rx_class:
+                        rx_lines_qty += ln.qty
                 self._rx_facts(rx, flags, nums, vars_, missing, bad, rx_lines_qty, classes)
             else:
-                flags.add("rx")
                 bad.add("rx")
         extra = req.extra or {}
         channel = str(extra.get("channel") or "retail")
@@ -299,8 +315,8 @@ class FactBuilder:
             bad.add("channel")
             channel = "retail"
         flags.add(f"channel:{channel}")
-        if any(_present(x) for x in (extra.get("purchaser_signature"),
-                                     extra.get("signature_captured"), patient.get("signature"))):
+        if (_present(extra.get("purchaser_signature")) or _present(
+                extra.get("signature_captured")) or _present(patient.get("signature"))):
             flags.add("signature")
         else:
             missing.add("signature")
@@ -317,19 +333,24 @@ class FactBuilder:
             flags.add("invalid")
             vars_["invalid_fields"] = ", ".join(sorted(bad))
             missing.update(bad)
-        flags.update(f"missing:{m}" for m in missing)
+        flags.update(["missing:" + m for m in missing])
         purchase = self._purchase_totals(classes, patient, flags)
         offline_usage = self._offline_usage(classes) if req.offline else None
-        base = (self.active.caps_vars, {"bundle_version": self.meta.bundle_version,
-                                        "offline_until": _iso(self.meta.offline_until)})
-        return [self._line(i, ln, cls, flags, nums, (vars_, *base), purchase, offline_usage)
-                for i, (ln, cls) in enumerate(zip(req.lines, classes, strict=True))]
+        layers = (vars_, self.active.caps_vars, {"bundle_version": self.meta.bundle_version,
+                                                 "offline_until": _iso(self.meta.offline_until)})
+        sale = frozenset(flags)
+        otc = sale - _RX_SALE_ONLY if "rx" in sale else sale
+        return [self._line(i, ln, cls, sale, otc, nums, layers, purchase, offline_usage)
+                for i, (ln, cls) in enumerate(zip(lines, classes, strict=True))]
 
     def _patient_facts(self, patient: Mapping[str, Any], flags: set[str], nums: dict[str, int],
                        missing: set[str], bad: set[str]) -> None:
-        for key in ("id", "name", "address"):
-            if not _present(patient.get(key)):
-                missing.add(f"patient.{key}")
+        if not _present(patient.get("id")):
+            missing.add("patient.id")
+        if not _present(patient.get("name")):
+            missing.add("patient.name")
+        if not _present(patient.get("address")):
+            missing.add("patient.address")
         born = _date(patient, "birth_date", bad, "patient.birth_date")
         if born is None:
             missing.add("patient.birth_date")
@@ -357,8 +378,8 @@ class FactBuilder:
             origin = "electronic" if _flag(rx.get("electronic")) else (
                 "oral" if _flag(rx.get("emergency_oral")) else "paper")
         flags.add(f"origin:{origin}")
-        for key in _RX_FLAGS:
-            v = rx.get(key)
+        for key in rx.keys() & _RX_FLAGS:
+            v = rx[key]
             if v is True or (v is not None and v is not False and _flag(v)):
                 flags.add(key)
         if _present(rx.get("pmp_outage")):
@@ -377,7 +398,8 @@ class FactBuilder:
             nums["rx_age_months"] = months
             earliest = _date(rx, "earliest_fill_date", bad)
             base = max(written, earliest) if earliest else written
-            nums["tx_cii_age_days"] = (self.day - base).days
+            nums["tx_cii_age_days"] = nums["rx_age_days"] if base is written else (
+                self.day - base).days
         refill = _int(rx, "refill_number", bad)
         refill = 0 if refill is None else refill
         nums["refill_number"] = refill
@@ -404,29 +426,33 @@ class FactBuilder:
             bad.add("prescriber")
             pres = None
         pres = pres or {}
-        for key in ("name", "address", "dea"):
-            if not _present(pres.get(key)):
-                missing.add(f"prescriber.{key}")
+        if not _present(pres.get("name")):
+            missing.add("prescriber.name")
+        if not _present(pres.get("address")):
+            missing.add("prescriber.address")
+        if not _present(pres.get("dea")):
+            missing.add("prescriber.dea")
         dea_no = str(pres.get("dea") or "").strip().upper()
         if dea_no:
             vars_["prescriber_dea"] = dea_no
             if not dea_number_ok(dea_no):
                 flags.add("prescriber_dea:bad")
             expires = _date(pres, "dea_expires", bad, "prescriber.dea_expires")
-            if registration_expired(expires, self.day):
+            if expires is not None and registration_expired(expires, self.day):
                 flags.add("prescriber_dea:expired")
                 vars_["prescriber_dea_expires"] = expires and expires.isoformat()
             for c in classes:
                 if c.dea and registration_covers(pres.get("dea_schedules"), c.dea) is False:
                     flags.add("prescriber_dea:not_covered")
-        mode = partial_mode(rx.get("partial_fill"))
-        if rx.get("partial_fill") not in (None, False, "", True) and mode is None:
+        partial = rx.get("partial_fill")
+        mode = None if partial is None else partial_mode(partial)
+        if partial not in (None, False, "", True) and mode is None:
             bad.add("partial_fill")
         fills: list[dict[str, Any]] = []
         number = rx.get("rx_number")
         if _present(number) and self.history is not None:
             fills = self.history.rx_fill_history(str(number))
-        same = [f for f in fills if int(f.get("refill_number") or 0) == refill]
+        same = [f for f in fills if int(f.get("refill_number") or 0) == refill] if fills else []
         if mode is None and same:
             mode = partial_mode(same[0].get("partial_fill"))
         if mode:
@@ -435,7 +461,8 @@ class FactBuilder:
             flags.add("later_portion")
             first = parse_iso(str(same[0]["created_at"]))
             nums["hours_since_first_partial"] = _hours(self.at, first)
-        qty_after = sum(int(f.get("qty") or 0) for f in same) + rx_lines_qty
+        qty_after = sum(int(f.get("qty") or 0) for f in same) + rx_lines_qty if same else (
+            rx_lines_qty)
         nums["qty_after"] = qty_after
         nums["prior_fills"] = len(fills)
         if mode or same or (qty_rx is not None and qty_after < qty_rx):
@@ -445,14 +472,18 @@ class FactBuilder:
 
     # ---- purchaser totals (CMEA, C-V without prescription) -----------------------------------
     def _purchase_totals(self, classes: list[LineClass], patient: Mapping[str, Any],
-                         flags: set[str]) -> dict[str, Any]:
+                         flags: set[str]) -> Mapping[str, Any]:
         data, req = self.data, self.req
-        pse_idx = [i for i, c in enumerate(classes) if c.pse]
-        cv_idx = [i for i, c in enumerate(classes)
-                  if c.dea == "CV" and "rx" not in flags and self._cv_eligible(req.lines[i])]
-        out: dict[str, Any] = {"cv_otc": set(cv_idx), "pse_unknown": set()}
+        pse_idx: list[int] = []
+        cv_idx: list[int] = []
+        for i, c in enumerate(classes):
+            if c.pse:
+                pse_idx.append(i)
+            if c.dea == "CV" and "rx" not in flags and self._cv_eligible(req.lines[i]):
+                cv_idx.append(i)
         if not pse_idx and not cv_idx:
-            return out
+            return _NO_TOTALS
+        out: dict[str, Any] = {"cv_otc": set(cv_idx), "pse_unknown": set()}
         rows: list[dict[str, Any]] = []
         pid = patient.get("id")
         if _present(pid) and self.history is not None:
@@ -562,66 +593,85 @@ class FactBuilder:
         return {"used": used, "allowance": allowance}
 
     # ---- one line ----------------------------------------------------------------------------
-    def _line(self, idx: int, ln: LineFacts, cls: LineClass, flags: set[str],
-              nums: dict[str, int], vars_: tuple[dict[str, Any], ...],
-              purchase: dict[str, Any], offline_usage: dict[str, Any] | None) -> LineEval:
-        f = set(flags)
-        ctx: dict[str, Any] = {"j": self.req.jurisdiction, "qty": ln.qty}
-        tags = {"any"}
+    def _line(self, idx: int, ln: LineFacts, cls: LineClass, sale: frozenset[str],
+              otc: frozenset[str], nums: dict[str, int], vars_: tuple[dict[str, Any], ...],
+              purchase: Mapping[str, Any], offline_usage: dict[str, Any] | None) -> LineEval:
+        """``sale`` holds the request's flags, ``otc`` the same for an OTC item in a
+        prescription sale (the Rx, and its invalid fields, are not about it)."""
+        attrs = ln.attrs
+        rx_line = ln.rx_only or cls.rx_class
+        add: list[str] = []  # this line's own flags, besides the classification's
         if ln.rx_only:
-            f.add("rx_only")
-            tags.add("rx_only")
-        rx_line = ln.rx_only or bool(cls.dea) or cls.india in ("H", "H1", "X")
-        if "rx" in flags and rx_line:
-            tags.add("rx")
-        elif "rx" in flags:  # an OTC item in a prescription sale: the Rx is not about it
-            f.discard("rx")
-            f.discard("invalid")
-        f |= cls.flags  # restricted, controlled, dea:*, pse, india:*, class:*, opium
-        tags |= cls.tags
-        if ln.attrs.get("opium_containing"):
-            f.add("opium")
-        if ln.attrs.get("ndps"):
-            f.add("ndps")
+            add.append("rx_only")
+        if attrs.get("opium_containing"):
+            add.append("opium")
+        if attrs.get("ndps"):
+            add.append("ndps")
         today = self.today
         for a in ln.allocations:
             if str(a.get("expiry") or "9999") < today:
-                f.add("lot_expired")
+                add.append("lot_expired")
             if not _present(a.get("lot")):
-                f.add("missing:batch")
+                add.append("missing:batch")
             if not _present(a.get("expiry")):
-                f.add("missing:expiry")
+                add.append("missing:expiry")
         if not ln.allocations:
-            f.update(("missing:batch", "missing:expiry"))
-        if not _present(ln.attrs.get("manufacturer")):
-            f.add("missing:manufacturer")
-        if "rx_strength" not in flags and not _present(ln.attrs.get("strength")):
-            f.add("missing:strength")
+            add += ("missing:batch", "missing:expiry")
+        if not _present(attrs.get("manufacturer")):
+            add.append("missing:manufacturer")
+        if "rx_strength" not in sale and not _present(attrs.get("strength")):
+            add.append("missing:strength")
+        ctx: dict[str, Any] = {"j": self.req.jurisdiction, "qty": ln.qty}
         if rx_line or cls.india:
             ctx.update(nums)  # patient age and the prescription's numbers
         elif "patient_age" in nums:
             ctx["patient_age"] = nums["patient_age"]
         if cls.pse:
             if idx in purchase["pse_unknown"]:
-                f.add("pse_content_unknown")
+                add.append("pse_content_unknown")
             if "pse_day_ug" in purchase:
                 ctx["pse_day_ug"], ctx["pse_30d_ug"] = purchase["pse_day_ug"], purchase[
                     "pse_30d_ug"]
             if purchase.get("pse_log_required"):
-                f.add("pse_log_required")
-        if idx in purchase["cv_otc"]:
-            f.add("cv_otc")
-            tags.add("cv_otc")
+                add.append("pse_log_required")
+        cv_otc = idx in purchase["cv_otc"]
+        if cv_otc:
+            add.append("cv_otc")
             ctx["cv_48h_du"], ctx["cv_48h_ml"] = purchase["cv_48h_du"], purchase["cv_48h_ml"]
-        lvars: dict[str, Any] = {"name": ln.name, "ndc": ln.ndc,
-                                 "schedule": (cls.dea or "")[1:] or cls.dea,
+        lvars: dict[str, Any] = {"name": ln.name, "ndc": ln.ndc, "schedule": cls.schedule,
                                  "india_schedule": cls.india}
         if offline_usage is not None and cls.restricted:
             oc = cls.offline_class or "restricted"
             ctx["offline_used"] = offline_usage["used"].get(oc, 0)
             ctx["offline_allowance"] = offline_usage["allowance"].get(oc, 0)
             lvars["offline_class"] = oc
-        for k in ("pse_day_ug", "pse_30d_ug"):
-            if k in ctx:
-                lvars[k[:-3] + "_g"] = _fmt_g(ctx[k])
-        return LineEval(ln, frozenset(tags), ctx, frozenset(f), ChainMap(lvars, *vars_))
+        if "pse_day_ug" in ctx:
+            lvars["pse_day_g"], lvars["pse_30d_g"] = _fmt_g(ctx["pse_day_ug"]), _fmt_g(
+                ctx["pse_30d_ug"])
+        # restricted, controlled, dea:*, pse, india:*, class:*, opium come with the class
+        flags = (sale if rx_line or "rx" not in sale else otc).union(cls.flags, add)
+        tags = _line_tags(cls.tags, ln.rx_only, rx_line and "rx" in sale, cv_otc)
+        return LineEval(ln, tags, ctx, flags, ChainMap(lvars, *vars_))
+
+
+_TAGS: dict[tuple[frozenset[str], bool, bool, bool], frozenset[str]] = {}
+
+
+def _line_tags(class_tags: frozenset[str], rx_only: bool, rx: bool, cv_otc: bool
+               ) -> frozenset[str]:
+    """A line's partition tags. Few combinations exist, so each is built once: the gate then
+    looks up partitions by the same frozenset object (hash kept, equal by identity)."""
+    key = (class_tags, rx_only, rx, cv_otc)
+    tags = _TAGS.get(key)
+    if tags is None:
+        tags = class_tags | {"any"}
+        if rx_only:
+            tags |= {"rx_only"}
+        if rx:
+            tags |= {"rx"}
+        if cv_otc:
+            tags |= {"cv_otc"}
+        if len(_TAGS) >= 1024:
+            _TAGS.clear()
+        _TAGS[key] = tags
+    return tags

@@ -31,6 +31,7 @@ from policy_cache.trust import trust_store
 ENGINE = "cedar"
 RULE_49 = "pharmos offline rule: REGULATIONS.md §7 rule 49"
 _SEVERITY_RANK = {"deny": 0, "hold": 1, "warn": 2, "info": 3}
+_PENDING = LineResult(False, (), ("not evaluated",))  # a placeholder, always replaced
 
 
 class _Vars(dict[str, Any]):
@@ -92,27 +93,30 @@ class BundleGate:
         if self.reference:
             return self._evaluate_reference(fb, user_id, evals, permits_only)
         parts = self.policies.partitions_for(fb.active)
-        if len(evals) == 1:  # the common case: one partition, one request
-            ev = evals[0]
-            part = self._partition(parts, fb, ev.tags, ev.flags, permits_only)
-            return self.policies.evaluate(
-                [(part, [cedar_request(user_id, ev.line.line_no,
-                                       part.context(ev.context, ev.flags))])])
-        groups: dict[tuple[frozenset[str], frozenset[str]], list[int]] = {}
+        out: list[LineResult] = []
+        # lines whose partition leaves Cedar something to evaluate, grouped by partition (one
+        # batch each); a static partition's answer is known without a request
+        groups: dict[int, tuple[Partition, list[int]]] = {}
         for i, ev in enumerate(evals):
-            groups.setdefault((ev.tags, ev.flags), []).append(i)
-        ordered: list[int] = []
-        batches = []
-        for (tags, flags), idxs in groups.items():
-            part = self._partition(parts, fb, tags, flags, permits_only)
-            batches.append((part, [cedar_request(user_id, evals[i].line.line_no,
-                                                 part.context(evals[i].context, evals[i].flags))
-                                   for i in idxs]))
-            ordered.extend(idxs)
-        flat = self.policies.evaluate(batches)
-        out: list[LineResult] = list(flat)
-        for pos, i in enumerate(ordered):
-            out[i] = flat[pos]
+            part = parts.get((ev.tags, ev.flags, permits_only)) or self._partition(
+                parts, fb, ev.tags, ev.flags, permits_only)
+            if part.static is not None:
+                out.append(part.static)
+                continue
+            out.append(_PENDING)
+            group = groups.get(part.serial)
+            if group is None:
+                groups[part.serial] = (part, [i])
+            else:
+                group[1].append(i)
+        if groups:
+            batches = [(part, [cedar_request(user_id, evals[i].line.line_no,
+                                             part.context(evals[i].context, evals[i].flags))
+                               for i in idxs]) for part, idxs in groups.values()]
+            answers = iter(self.policies.evaluate(batches))
+            for _part, idxs in groups.values():
+                for i in idxs:
+                    out[i] = next(answers)
         return out
 
     def _partition(self, parts: dict[tuple[Any, ...], Partition], fb: FactBuilder,
@@ -152,17 +156,17 @@ class BundleGate:
                 reasons.append(Reason("POLICY_NO_PERMIT", f"{ev.line.name}: no policy permits "
                                       "this line", RULE_49, "deny", False, None, line_no=line_no))
                 continue
-            for rule in res.rules:
-                obligations.extend(rule.obligations)
-                if rule.outcome in ("deny", "hold", "warn"):
-                    r = self._reason(rule, ev)
-                    reasons.append(r)
-                    if rule.outcome != "warn":
-                        blocked_lines.setdefault(line_no, []).append(r)
+            obligations.extend(res.obligations)
+            for rule in res.reasons:
+                r = self._reason(rule, ev)
+                reasons.append(r)
+                if rule.outcome != "warn":
+                    blocked_lines.setdefault(line_no, []).append(r)
         reasons = self._apply_override(request, reasons)
         # lines whose every blocking reason was overridden: collect their warnings/obligations
         cleared = [ev for ev in evals if ev.line.line_no in blocked_lines and not any(
-            r.line_no == ev.line.line_no and r.severity in ("deny", "hold") for r in reasons)]
+            r.line_no == ev.line.line_no and r.severity in ("deny", "hold") for r in reasons)
+                   ] if blocked_lines else []
         if cleared:
             for ev, res in zip(cleared, self._evaluate(fb, request, cleared,
                                                        permits_only=True), strict=True):
@@ -178,6 +182,9 @@ class BundleGate:
                       rule.overridable, rule.rule_id, line_no=ev.line.line_no)
 
     def _decision(self, reasons: list[Reason], obligations: Iterable[str]) -> Decision:
+        if not reasons:  # the common case
+            return Decision("allow", (), tuple(dict.fromkeys(obligations)),
+                            self.meta.bundle_version, ENGINE)
         seen: set[tuple[str, str, int | None]] = set()
         uniq: list[Reason] = []
         for r in sorted(reasons, key=lambda r: _SEVERITY_RANK.get(r.severity, 9)):
