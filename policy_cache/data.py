@@ -46,6 +46,7 @@ class Active:
     caps_key: tuple[tuple[str, int], ...]
     caps_vars: dict[str, Any]
     outage_flags: frozenset[str]
+    today: str  # the day, ISO
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class BundleData:
     def __init__(self, files: Mapping[str, str]) -> None:
         docs: dict[str, Any] = {}
         self._active_cache: dict[tuple[str, date], Active] = {}
+        self._zones: dict[str, tzinfo] = {}  # a known jurisdiction's zone, once looked up
         self.class_cache: dict[tuple[Any, ...], Any] = {}
         for name in DATA_FILES:
             text = files.get(name)
@@ -253,10 +255,13 @@ class BundleData:
         return _chain(self, jurisdiction)
 
     def timezone(self, jurisdiction: str) -> tzinfo:
-        info = self.jurisdictions.get(jurisdiction)
-        if info is None:
-            return UTC
-        return zone(str(info["timezone"]))
+        tz = self._zones.get(jurisdiction)
+        if tz is None:
+            info = self.jurisdictions.get(jurisdiction)
+            if info is None:
+                return UTC
+            tz = self._zones[jurisdiction] = zone(str(info["timezone"]))
+        return tz
 
     def active(self, jurisdiction: str, day: date) -> Active:
         """Rule packs, caps and outage paths in force for a jurisdiction on a day."""
@@ -323,4 +328,4 @@ def _active(data: BundleData, jurisdiction: str, day: date) -> Active:
         if c.name.endswith("_ug"):
             caps_vars[f"cap_{c.name[:-3]}_g"] = _fmt_g(c.value)
     return Active(chain, rules, caps, tuple(sorted((c.name, c.value) for c in caps)),
-                  caps_vars, frozenset(f"outage:{o}" for o in outages))
+                  caps_vars, frozenset(f"outage:{o}" for o in outages), day.isoformat())

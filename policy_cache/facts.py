@@ -258,6 +258,9 @@ def _hours(a: datetime, b: datetime) -> int:
 class FactBuilder:
     """Builds the per-line contexts of one request."""
 
+    __slots__ = ("active", "at", "caps_key", "chain", "data", "day", "env", "history", "meta",
+                 "req", "rules", "today", "tz")
+
     def __init__(self, data: BundleData, meta: BundleMeta, req: ComplianceRequest,
                  env: Env) -> None:
         self.data, self.meta, self.req, self.env = data, meta, req, env
@@ -269,8 +272,8 @@ class FactBuilder:
                 pass  # an unknown zone name in settings: keep the jurisdiction's zone
         self.at = req.at if req.at.tzinfo is not None else req.at.replace(tzinfo=UTC)
         self.day = self.at.astimezone(self.tz).date()
-        self.today = self.day.isoformat()
         self.active = data.active(req.jurisdiction, self.day)
+        self.today = self.active.today  # the day, ISO
         self.chain = self.active.chain
         self.rules = self.active.rules
         self.caps_key = self.active.caps_key
