@@ -388,27 +388,33 @@ class PolicyEngine:
             if validate:
                 out.extend(self._cedar(part, requests, schema))
                 continue
-            keys: list[tuple[Any, ...] | None] = []
-            hits: list[LineResult | None] = []
-            missing: list[int] = []
-            for r in requests:
-                k = _memo_key(part.serial, r, part.anonymous)
+            if len(requests) == 1:  # the common case: one line of this partition
+                k = _memo_key(part.serial, requests[0], part.anonymous)
                 h = None if k is None else memo.get(k)
                 if h is None:
-                    missing.append(len(hits))
-                keys.append(k)
-                hits.append(h)
+                    h = self._cedar(part, requests, None)[0]
+                    if k is not None:
+                        self._remember(k, h)
+                out.append(h)
+                continue
+            keys = [_memo_key(part.serial, r, part.anonymous) for r in requests]
+            hits = [memo.get(k) if k is not None else None for k in keys]
+            missing = [i for i, h in enumerate(hits) if h is None]
             if missing:
                 fresh = self._cedar(part, [requests[i] for i in missing], None)
                 for i, res in zip(missing, fresh, strict=True):
                     hits[i] = res
                     k = keys[i]
                     if k is not None:
-                        while memo and len(memo) >= MAX_MEMO:
-                            del memo[next(iter(memo))]
-                        memo[k] = res
+                        self._remember(k, res)
             out.extend(h for h in hits if h is not None)
         return out
+
+    def _remember(self, key: tuple[Any, ...], result: LineResult) -> None:
+        memo = self._memo
+        while memo and len(memo) >= MAX_MEMO:
+            del memo[next(iter(memo))]
+        memo[key] = result
 
     def _cedar(self, part: Partition, requests: Sequence[dict[str, Any]],
                schema: cedarpy.Schema | None) -> list[LineResult]:
@@ -444,7 +450,6 @@ def _uses_var(node: Any, names: tuple[str, ...]) -> bool:
 
 
 _SCALARS = (str, int, bool)
-_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def _memo_key(serial: int, request: Mapping[str, Any], anonymous: bool = False
@@ -456,26 +461,19 @@ def _memo_key(serial: int, request: Mapping[str, Any], anonymous: bool = False
     ctx, who, what = request.get("context"), request.get("principal"), request.get("resource")
     if not (isinstance(ctx, dict) and isinstance(who, dict) and isinstance(what, dict)):
         return None
-    values = tuple(ctx.values())
-    types = tuple(map(type, values))
-    body: tuple[Any, ...]
-    if _SCALAR_TYPES.issuperset(types):  # the common case: names, their types, their values
-        body = (tuple(ctx), types, values)
-    else:  # a key of another length: never equal to one of the above
-        items: list[tuple[str, type, Any]] = []
-        for k, v in ctx.items():
-            t = type(v)
-            if t in _SCALARS:
-                items.append((k, t, v))
-            elif t is list and all(type(x) is str for x in v):
-                items.append((k, frozenset, frozenset(v)))
-            else:
-                return None
-        body = (tuple(items),)
+    items: list[tuple[str, type, Any]] = []
+    for k, v in ctx.items():
+        t = type(v)
+        if t in _SCALARS:
+            items.append((k, t, v))
+        elif t is list and all(type(x) is str for x in v):
+            items.append((k, frozenset, frozenset(v)))
+        else:
+            return None
     if anonymous:  # the partition's policies look at neither: any principal, any line
-        return (serial, request.get("action"), *body)
+        return (serial, request.get("action"), tuple(items))
     return (serial, request.get("action"), who.get("type"), who.get("id"), what.get("type"),
-            what.get("id"), *body)
+            what.get("id"), tuple(items))
 
 
 def cedar_request(user_id: str, line_no: int, context: dict[str, Any]) -> dict[str, Any]:

@@ -234,9 +234,24 @@ def partial_mode(v: Any) -> str | None:
     return None
 
 
-@lru_cache(maxsize=64)
-def _iso(dt: datetime) -> str:
-    return iso(dt)
+@lru_cache(maxsize=256)
+def _missing_flag(name: str) -> str:
+    return f"missing:{name}"
+
+
+_BUNDLE_VARS: dict[int, tuple[BundleMeta, dict[str, Any]]] = {}
+
+
+def _bundle_vars(meta: BundleMeta) -> dict[str, Any]:
+    """The bundle's message values, built once per bundle (a read-only layer of every line's
+    vars; the entry holds the meta, so its id is not reused)."""
+    hit = _BUNDLE_VARS.get(id(meta))
+    if hit is None or hit[0] is not meta:
+        if len(_BUNDLE_VARS) >= 16:
+            _BUNDLE_VARS.clear()
+        hit = _BUNDLE_VARS[id(meta)] = (meta, {"bundle_version": meta.bundle_version,
+                                               "offline_until": iso(meta.offline_until)})
+    return hit[1]
 
 
 def _fmt_g(ug: Any) -> str:
@@ -336,14 +351,12 @@ class FactBuilder:
             flags.add("invalid")
             vars_["invalid_fields"] = ", ".join(sorted(bad))
             missing.update(bad)
-        flags.update(["missing:" + m for m in missing])
+        flags.update(map(_missing_flag, missing))
         purchase = self._purchase_totals(classes, patient, flags)
         offline_usage = self._offline_usage(classes) if req.offline else None
-        layers = (vars_, self.active.caps_vars, {"bundle_version": self.meta.bundle_version,
-                                                 "offline_until": _iso(self.meta.offline_until)})
-        sale = frozenset(flags)
-        otc = sale - _RX_SALE_ONLY if "rx" in sale else sale
-        return [self._line(i, ln, cls, sale, otc, nums, layers, purchase, offline_usage)
+        layers = (vars_, self.active.caps_vars, _bundle_vars(self.meta))
+        sale = _sale_flags(flags)
+        return [self._line(i, ln, cls, sale, nums, layers, purchase, offline_usage)
                 for i, (ln, cls) in enumerate(zip(lines, classes, strict=True))]
 
     def _patient_facts(self, patient: Mapping[str, Any], flags: set[str], nums: dict[str, int],
@@ -444,9 +457,11 @@ class FactBuilder:
             if expires is not None and registration_expired(expires, self.day):
                 flags.add("prescriber_dea:expired")
                 vars_["prescriber_dea_expires"] = expires and expires.isoformat()
-            for c in classes:
-                if c.dea and registration_covers(pres.get("dea_schedules"), c.dea) is False:
-                    flags.add("prescriber_dea:not_covered")
+            schedules = pres.get("dea_schedules")
+            if isinstance(schedules, list | tuple):  # else unknown: nothing to check
+                for c in classes:
+                    if c.dea and registration_covers(schedules, c.dea) is False:
+                        flags.add("prescriber_dea:not_covered")
         partial = rx.get("partial_fill")
         mode = None if partial is None else partial_mode(partial)
         if partial not in (None, False, "", True) and mode is None:
@@ -597,10 +612,8 @@ class FactBuilder:
 
     # ---- one line ----------------------------------------------------------------------------
     def _line(self, idx: int, ln: LineFacts, cls: LineClass, sale: frozenset[str],
-              otc: frozenset[str], nums: dict[str, int], vars_: tuple[dict[str, Any], ...],
+              nums: dict[str, int], vars_: tuple[dict[str, Any], ...],
               purchase: Mapping[str, Any], offline_usage: dict[str, Any] | None) -> LineEval:
-        """``sale`` holds the request's flags, ``otc`` the same for an OTC item in a
-        prescription sale (the Rx, and its invalid fields, are not about it)."""
         attrs = ln.attrs
         rx_line = ln.rx_only or cls.rx_class
         add: list[str] = []  # this line's own flags, besides the classification's
@@ -651,10 +664,44 @@ class FactBuilder:
         if "pse_day_ug" in ctx:
             lvars["pse_day_g"], lvars["pse_30d_g"] = _fmt_g(ctx["pse_day_ug"]), _fmt_g(
                 ctx["pse_30d_ug"])
-        # restricted, controlled, dea:*, pse, india:*, class:*, opium come with the class
-        flags = (sale if rx_line or "rx" not in sale else otc).union(cls.flags, add)
+        flags = _line_flags(sale, bool(rx_line), cls.flags, tuple(add))
         tags = _line_tags(cls.tags, ln.rx_only, rx_line and "rx" in sale, cv_otc)
         return LineEval(ln, tags, ctx, flags, ChainMap(lvars, *vars_))
+
+
+# Flag sets: few combinations exist, so each is built once and shared. A line's flags are then
+# found from the request's by identity, and the gate looks partitions up by sets whose hash is
+# kept and which compare equal by identity. Frozensets are immutable: sharing is safe.
+_SALE_FLAGS: dict[frozenset[str], frozenset[str]] = {}
+_LINE_FLAGS: dict[tuple[frozenset[str], bool, frozenset[str], tuple[str, ...]],
+                  frozenset[str]] = {}
+
+
+def _sale_flags(flags: set[str]) -> frozenset[str]:
+    """The request's flags, as the one shared frozenset with these members."""
+    key = frozenset(flags)
+    hit = _SALE_FLAGS.get(key)
+    if hit is None:
+        if len(_SALE_FLAGS) >= 4096:
+            _SALE_FLAGS.clear()
+        hit = _SALE_FLAGS[key] = key
+    return hit
+
+
+def _line_flags(sale: frozenset[str], rx_line: bool, class_flags: frozenset[str],
+                own: tuple[str, ...]) -> frozenset[str]:
+    """A line's flags: the request's (without the Rx and its invalid fields for an OTC item
+    in a prescription sale: they are not about it), the classification's (restricted,
+    controlled, dea:*, pse, india:*, class:*, opium) and the line's own."""
+    key = (sale, rx_line, class_flags, own)
+    hit = _LINE_FLAGS.get(key)
+    if hit is None:
+        base = sale if rx_line or "rx" not in sale else sale - _RX_SALE_ONLY
+        hit = base.union(class_flags, own)
+        if len(_LINE_FLAGS) >= 4096:
+            _LINE_FLAGS.clear()
+        _LINE_FLAGS[key] = hit
+    return hit
 
 
 _TAGS: dict[tuple[frozenset[str], bool, bool, bool], frozenset[str]] = {}
