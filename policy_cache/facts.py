@@ -333,8 +333,9 @@ class FactBuilder:
             bad.add("channel")
             channel = "retail"
         flags.add(f"channel:{channel}")
-        if (_present(extra.get("purchaser_signature")) or _present(
-                extra.get("signature_captured")) or _present(patient.get("signature"))):
+        if (_present(extra.get("purchaser_signature"))
+                or _present(extra.get("signature_captured"))
+                or _present(patient.get("signature"))):
             flags.add("signature")
         else:
             missing.add("signature")
@@ -387,7 +388,8 @@ class FactBuilder:
     def _rx_facts(self, rx: Mapping[str, Any], flags: set[str], nums: dict[str, int],
                   vars_: dict[str, Any], missing: set[str], bad: set[str], rx_lines_qty: int,
                   classes: list[LineClass]) -> None:
-        origin = str(rx.get("origin") or "").strip().lower()
+        origin = rx.get("origin")
+        origin = str(origin).strip().lower() if origin else ""
         if origin not in ORIGINS:
             if origin:
                 bad.add("origin")
@@ -402,7 +404,8 @@ class FactBuilder:
             flags.add("pmp_outage")
         if _present(rx.get("condition_code")):
             flags.add("condition_code")
-        setting = str(rx.get("patient_setting") or "").strip().lower()
+        setting = rx.get("patient_setting")
+        setting = str(setting).strip().lower() if setting else ""
         if setting in SETTINGS:
             flags.add(f"setting:{setting}")
         written = _date(rx, "written_on", bad)
@@ -479,8 +482,9 @@ class FactBuilder:
             flags.add("later_portion")
             first = parse_iso(str(same[0]["created_at"]))
             nums["hours_since_first_partial"] = _hours(self.at, first)
-        qty_after = sum(int(f.get("qty") or 0) for f in same) + rx_lines_qty if same else (
-            rx_lines_qty)
+        qty_after = rx_lines_qty
+        if same:
+            qty_after += sum(int(f.get("qty") or 0) for f in same)
         nums["qty_after"] = qty_after
         nums["prior_fills"] = len(fills)
         if mode or same or (qty_rx is not None and qty_after < qty_rx):
