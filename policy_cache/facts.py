@@ -12,9 +12,9 @@ import re
 import zoneinfo
 from collections import ChainMap
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -47,7 +47,22 @@ class LineEval:
     tags: frozenset[str]
     context: dict[str, Any]
     flags: frozenset[str]
-    vars: Mapping[str, Any] = field(default_factory=dict)
+    cls: LineClass
+    layers: tuple[dict[str, Any], ...]  # the request's, the caps' and the bundle's values
+
+    @cached_property
+    def vars(self) -> Mapping[str, Any]:
+        """Message values: the line's over ``layers``. Built when a message is rendered (most
+        lines have none), from what ``context`` already holds."""
+        ln, cls, ctx = self.line, self.cls, self.context
+        own: dict[str, Any] = {"name": ln.name, "ndc": ln.ndc, "schedule": cls.schedule,
+                               "india_schedule": cls.india}
+        if "offline_used" in ctx:  # a restricted line of an offline sale
+            own["offline_class"] = cls.offline_class or "restricted"
+        if "pse_day_ug" in ctx:
+            own["pse_day_g"], own["pse_30d_g"] = _fmt_g(ctx["pse_day_ug"]), _fmt_g(
+                ctx["pse_30d_ug"])
+        return ChainMap(own, *self.layers)
 
 
 @dataclass(frozen=True)
@@ -658,19 +673,13 @@ class FactBuilder:
         if cv_otc:
             add.append("cv_otc")
             ctx["cv_48h_du"], ctx["cv_48h_ml"] = purchase["cv_48h_du"], purchase["cv_48h_ml"]
-        lvars: dict[str, Any] = {"name": ln.name, "ndc": ln.ndc, "schedule": cls.schedule,
-                                 "india_schedule": cls.india}
         if offline_usage is not None and cls.restricted:
             oc = cls.offline_class or "restricted"
             ctx["offline_used"] = offline_usage["used"].get(oc, 0)
             ctx["offline_allowance"] = offline_usage["allowance"].get(oc, 0)
-            lvars["offline_class"] = oc
-        if "pse_day_ug" in ctx:
-            lvars["pse_day_g"], lvars["pse_30d_g"] = _fmt_g(ctx["pse_day_ug"]), _fmt_g(
-                ctx["pse_30d_ug"])
         flags = _line_flags(sale, bool(rx_line), cls.flags, tuple(add))
         tags = _line_tags(cls.tags, ln.rx_only, rx_line and "rx" in sale, cv_otc)
-        return LineEval(ln, tags, ctx, flags, ChainMap(lvars, *vars_))
+        return LineEval(ln, tags, ctx, flags, cls, vars_)
 
 
 # Flag sets: few combinations exist, so each is built once and shared. A line's flags are then
