@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from pharmacy.canonical import compact_json
@@ -46,6 +47,17 @@ def append_ref(conn: sqlite3.Connection, replica_id: str, kind: str, created_at:
         (eid, replica_id, kind, created_at, REF + key),
     )
     return eid
+
+
+def append_refs(conn: sqlite3.Connection, replica_id: str, created_at: str,
+                refs: Sequence[tuple[str, str]]) -> None:
+    """Several ``append_ref`` events, (kind, key) in order, in one statement."""
+    for kind, _ in refs:
+        if kind not in _REBUILD:
+            raise ValueError(f"events of kind {kind} carry their body")
+    conn.executemany(
+        "INSERT INTO events(event_id, replica_id, kind, created_at, body) VALUES (?, ?, ?, ?, ?)",
+        [(new_id(), replica_id, kind, created_at, REF + key) for kind, key in refs])
 
 
 def with_bodies(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:

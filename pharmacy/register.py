@@ -26,9 +26,12 @@ def entry_hash(prev_hash: str, body: str) -> str:
 
 
 def append(
-    conn: sqlite3.Connection, replica_id: str, created_at: str, kind: str, fields: dict[str, Any]
+    conn: sqlite3.Connection, replica_id: str, created_at: str, kind: str, fields: dict[str, Any],
+    *, event: bool = True,
 ) -> dict[str, Any]:
-    """Append one entry at the end of this replica's chain (call inside a transaction)."""
+    """Append one entry at the end of this replica's chain (call inside a transaction), and its
+    outbox event unless the caller appends it (``event=False``: ``outbox.append_refs`` with
+    ``("register", str(seq))``, in the same transaction)."""
     last = conn.execute(
         "SELECT seq, hash FROM register WHERE replica_id = ? ORDER BY seq DESC LIMIT 1",
         (replica_id,),
@@ -51,7 +54,8 @@ def append(
         (replica_id, seq, entry["entry_id"], created_at, kind, fields["ndc"], fields["qty"],
          body, prev, h),
     )
-    outbox.append_ref(conn, replica_id, "register", created_at, str(seq))  # the row is its body
+    if event:
+        outbox.append_ref(conn, replica_id, "register", created_at, str(seq))  # row is its body
     return {**entry, "prev_hash": prev, "hash": h}
 
 
