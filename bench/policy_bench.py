@@ -215,13 +215,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     return out
 
 
-if __name__ == "__main__":
-    import sys
-
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
-
-
 def _uncached(bg: Any, gate: Any, creq: Any) -> Any:
     """One decision with the remembered Cedar answers cleared first."""
     bg.policies.clear_memo()
     return gate.decide(creq)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
