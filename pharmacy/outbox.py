@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pharmacy.canonical import compact_json
+from pharmacy.errors import IntegrityFailure
 from pharmacy.ids import new_id
 
 EVENT_KINDS = ("sale", "decision", "register", "movement", "batch", "batch_status", "product")
@@ -72,8 +73,10 @@ def with_bodies(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> list[
         for e in group:
             text = texts.get((e["replica_id"], e["body"][1:]))
             if text is None:
-                raise LookupError(f"event {e.get('event_id')} refers to a {kind} row that is "
-                                  f"not on file ({e['body']})")
+                raise IntegrityFailure(
+                    f"outbox event {e.get('event_id')} refers to a {kind} that is not on file "
+                    f"({e['body']}); the database was changed outside pharmos",
+                    code="OUTBOX_REFERENCE_MISSING")
             e["body"] = text
     return events
 

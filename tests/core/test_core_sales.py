@@ -7,7 +7,14 @@ import pytest
 
 from pharmacy import inventory, register
 from pharmacy.compliance import ComplianceRequest, Decision, InterimGate, Reason
-from pharmacy.errors import BadInput, ComplianceDenied, LotExpired, OutOfStock, UnknownProduct
+from pharmacy.errors import (
+    BadInput,
+    ComplianceDenied,
+    IntegrityFailure,
+    LotExpired,
+    OutOfStock,
+    UnknownProduct,
+)
 from pharmacy.ids import gtin_from_ndc, parse_hyphenated_ndc
 from pharmacy.sales import Dispenser, sale_record
 from pharmacy.store import Store
@@ -266,10 +273,11 @@ def test_sale_and_register_events_are_rebuilt_from_their_rows(stocked: Store) ->
     row = c.execute("SELECT replica_id, seq, entry_id, created_at, kind, ndc, qty, body, "
                     "prev_hash, hash FROM register WHERE seq = 2").fetchone()
     assert reg_ev["body"] == json.dumps(dict(row), separators=(",", ":"))
-    # a reference to a row that is not on file is an error, never an empty body
-    with pytest.raises(LookupError):
+    # a reference to a row that is not on file is an integrity failure, never an empty body
+    with pytest.raises(IntegrityFailure, match="not on file") as e:
         outbox.with_bodies(c, [{"event_id": "e", "replica_id": "r", "kind": "sale",
                                 "body": "@no-such-sale"}])
+    assert e.value.code == "OUTBOX_REFERENCE_MISSING" and e.value.exit_code == 3
 
 
 @pytest.mark.parametrize("lot", [None, "IB2701"])
