@@ -1,7 +1,7 @@
 """Append-only events for sync, written inside the same transaction as what they describe.
 
 Most events carry their body. A sale and a register entry are already rows of their own that
-never change once written, so their events refer to those rows instead (``append_ref``: the
+never change once written, so their events refer to those rows instead (``append_refs``: the
 body is ``@`` and the row's key) and ``with_bodies`` rebuilds the body, as compact JSON, when
 the event is read for sync. Storing the same sale twice cost every sale a JSON encoding and
 about a kilobyte and a half more to write and fsync.
@@ -20,6 +20,8 @@ from pharmacy.ids import new_id
 
 EVENT_KINDS = ("sale", "decision", "register", "movement", "batch", "batch_status", "product")
 REF = "@"  # a body that starts with this refers to the rows the event describes
+_INSERT = ("INSERT INTO events(event_id, replica_id, kind, created_at, body) "
+           "VALUES (?, ?, ?, ?, ?)")
 
 
 def append_event(
@@ -29,36 +31,20 @@ def append_event(
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown event kind {kind}")
     eid = event_id or new_id()
-    conn.execute(
-        "INSERT INTO events(event_id, replica_id, kind, created_at, body) VALUES (?, ?, ?, ?, ?)",
-        (eid, replica_id, kind, created_at, compact_json(body)),
-    )
-    return eid
-
-
-def append_ref(conn: sqlite3.Connection, replica_id: str, kind: str, created_at: str,
-               key: str) -> str:
-    """An event whose body is rebuilt from the rows it describes: a ``sale`` by its sale id,
-    a ``register`` entry by its seq in this replica's chain (call in the same transaction)."""
-    if kind not in _REBUILD:
-        raise ValueError(f"events of kind {kind} carry their body")
-    eid = new_id()
-    conn.execute(
-        "INSERT INTO events(event_id, replica_id, kind, created_at, body) VALUES (?, ?, ?, ?, ?)",
-        (eid, replica_id, kind, created_at, REF + key),
-    )
+    conn.execute(_INSERT, (eid, replica_id, kind, created_at, compact_json(body)))
     return eid
 
 
 def append_refs(conn: sqlite3.Connection, replica_id: str, created_at: str,
                 refs: Sequence[tuple[str, str]]) -> None:
-    """Several ``append_ref`` events, (kind, key) in order, in one statement."""
+    """Events whose bodies are rebuilt from the rows they describe, (kind, key) in order, in
+    one statement (in the same transaction as the rows): a ``sale`` by its sale id, a
+    ``register`` entry by its seq in this replica's chain."""
     for kind, _ in refs:
         if kind not in _REBUILD:
             raise ValueError(f"events of kind {kind} carry their body")
-    conn.executemany(
-        "INSERT INTO events(event_id, replica_id, kind, created_at, body) VALUES (?, ?, ?, ?, ?)",
-        [(new_id(), replica_id, kind, created_at, REF + key) for kind, key in refs])
+    conn.executemany(_INSERT, [(new_id(), replica_id, kind, created_at, REF + key)
+                               for kind, key in refs])
 
 
 def with_bodies(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -79,12 +65,6 @@ def with_bodies(conn: sqlite3.Connection, events: list[dict[str, Any]]) -> list[
                     code="OUTBOX_REFERENCE_MISSING")
             e["body"] = text
     return events
-
-
-def body_of(conn: sqlite3.Connection, kind: str, replica_id: str, body: str) -> str:
-    """One event's body text (see ``with_bodies``)."""
-    return str(with_bodies(conn, [{"kind": kind, "replica_id": replica_id,
-                                   "body": body}])[0]["body"])
 
 
 _CHUNK = 400  # keys per query

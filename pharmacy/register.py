@@ -55,7 +55,7 @@ def append(
          body, prev, h),
     )
     if event:
-        outbox.append_ref(conn, replica_id, "register", created_at, str(seq))  # row is its body
+        outbox.append_refs(conn, replica_id, created_at, [("register", str(seq))])
     return {**entry, "prev_hash": prev, "hash": h}
 
 
