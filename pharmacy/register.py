@@ -26,12 +26,10 @@ def entry_hash(prev_hash: str, body: str) -> str:
 
 
 def append(
-    conn: sqlite3.Connection, replica_id: str, created_at: str, kind: str, fields: dict[str, Any],
-    *, event: bool = True,
+    conn: sqlite3.Connection, replica_id: str, created_at: str, kind: str, fields: dict[str, Any]
 ) -> dict[str, Any]:
-    """Append one entry at the end of this replica's chain (call inside a transaction), and its
-    outbox event unless the caller appends it (``event=False``: ``outbox.append_refs`` with
-    ``("register", str(seq))``, in the same transaction)."""
+    """Append one entry at the end of this replica's chain, and its outbox event (call inside
+    a transaction)."""
     last = conn.execute(
         "SELECT seq, hash FROM register WHERE replica_id = ? ORDER BY seq DESC LIMIT 1",
         (replica_id,),
@@ -54,8 +52,7 @@ def append(
         (replica_id, seq, entry["entry_id"], created_at, kind, fields["ndc"], fields["qty"],
          body, prev, h),
     )
-    if event:
-        outbox.append_refs(conn, replica_id, created_at, [("register", str(seq))])
+    outbox.append_refs(conn, replica_id, created_at, [("register", str(seq))])  # row is body
     return {**entry, "prev_hash": prev, "hash": h}
 
 

@@ -253,24 +253,22 @@ class Dispenser:
         c.executemany(SQL_LOCAL_ADD, [
             local_add_params(inventory.counter_id(a.batch_id), replica, -a.qty)
             for r in resolved for a in r.allocations])
-        refs: list[tuple[str, str]] = []  # outbox events: register entries, then the sale
+        reg = 0
         for r in resolved:
             if not r.product.dea_schedule:
                 continue
             for a in r.allocations:
-                entry = register.append(c, replica, now_s, "dispense", {
+                register.append(c, replica, now_s, "dispense", {
                     "ndc": r.product.ndc, "name": r.product.name,
                     "schedule": r.product.dea_schedule, "batch_id": a.batch_id, "lot": a.lot,
                     "expiry": a.expiry, "qty": a.qty, "sale_id": sale_id,
                     "patient_id": patient_id, "user_id": user["id"], "rx_number": rx_number,
                     "prescriber_dea": None if rx is None else
                     (rx.get("prescriber") or {}).get("dea"),
-                }, event=False)
-                refs.append(("register", str(entry["seq"])))
-        reg = len(refs)
-        # each event's body is rebuilt from these rows when it is pushed (outbox.with_bodies)
-        refs.append(("sale", sale_id))
-        outbox.append_refs(c, replica, now_s, refs)
+                })
+                reg += 1
+        # the sale's event is rebuilt from these rows when it is pushed (outbox.with_bodies)
+        outbox.append_refs(c, replica, now_s, [("sale", sale_id)])
         changed = StockChanged(
             tuple(a.batch_id for r in resolved for a in r.allocations),
             tuple(dict.fromkeys(r.product.ndc for r in resolved)), reg)
