@@ -249,6 +249,20 @@ def partial_mode(v: Any) -> str | None:
     return None
 
 
+_PATIENT_REQUIRED = (("id", "patient.id"), ("name", "patient.name"),
+                     ("address", "patient.address"))
+_PRESCRIBER_REQUIRED = (("name", "prescriber.name"), ("address", "prescriber.address"),
+                        ("dea", "prescriber.dea"))
+
+
+def _require(obj: Mapping[str, Any], fields: tuple[tuple[str, str], ...],
+             missing: set[str]) -> None:
+    """Note each (key, name) whose value is absent or blank as missing, by name."""
+    for key, name in fields:
+        if not _present(obj.get(key)):
+            missing.add(name)
+
+
 @lru_cache(maxsize=256)
 def _missing_flag(name: str) -> str:
     return f"missing:{name}"
@@ -377,12 +391,7 @@ class FactBuilder:
 
     def _patient_facts(self, patient: Mapping[str, Any], flags: set[str], nums: dict[str, int],
                        missing: set[str], bad: set[str]) -> None:
-        if not _present(patient.get("id")):
-            missing.add("patient.id")
-        if not _present(patient.get("name")):
-            missing.add("patient.name")
-        if not _present(patient.get("address")):
-            missing.add("patient.address")
+        _require(patient, _PATIENT_REQUIRED, missing)
         born = _date(patient, "birth_date", bad, "patient.birth_date")
         if born is None:
             missing.add("patient.birth_date")
@@ -460,12 +469,7 @@ class FactBuilder:
             bad.add("prescriber")
             pres = None
         pres = pres or {}
-        if not _present(pres.get("name")):
-            missing.add("prescriber.name")
-        if not _present(pres.get("address")):
-            missing.add("prescriber.address")
-        if not _present(pres.get("dea")):
-            missing.add("prescriber.dea")
+        _require(pres, _PRESCRIBER_REQUIRED, missing)
         dea_no = str(pres.get("dea") or "").strip().upper()
         if dea_no:
             vars_["prescriber_dea"] = dea_no
