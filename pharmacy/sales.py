@@ -115,7 +115,7 @@ class Dispenser:
         return [self._resolve(c, i, ln, at, taken) for i, ln in enumerate(lines, 1)]
 
     def _resolve(self, c: sqlite3.Connection, i: int, line: Any, at: datetime,
-                 taken: dict[str, int] | None = None) -> ResolvedLine:
+                 taken: dict[str, int]) -> ResolvedLine:
         if not isinstance(line, dict):
             raise BadInput(f"line {i} is not an object", code="BAD_REQUEST")
         qty = inventory.parse_qty(line.get("qty"), field=f"line {i} qty")
