@@ -102,7 +102,7 @@ def _decisions(quick: bool) -> dict[str, Any]:
         disp = Dispenser(store, gate)
         req = _request(store)
         lines, at, j, user = disp._request_basics(req)
-        resolved = [disp._resolve(store.conn, i, ln, at) for i, ln in enumerate(lines, 1)]
+        resolved = disp._resolve_lines(store.conn, lines, at)
         creq = disp.build_request(req, resolved, at, j, user)
         decision = gate.decide(creq)
         if not decision.allowed:
