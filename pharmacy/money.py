@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from pharmacy.errors import BadInput
 
@@ -29,4 +29,8 @@ def fmt(cents: int) -> str:
 
 
 def tax_cents(amount_cents: int, rate_bp: int) -> int:
-    return int((Decimal(amount_cents) * rate_bp / 10000).quantize(Decimal(1), ROUND_HALF_UP))
+    """Tax on an amount at a rate in basis points, to the cent, halves away from zero
+    (Decimal's ROUND_HALF_UP), in exact integer arithmetic."""
+    exact = amount_cents * rate_bp  # in 1/10,000 of a cent
+    cents = (abs(exact) + 5_000) // 10_000
+    return cents if exact >= 0 else -cents

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pharmacy.errors import BadInput
+from pharmacy.money import fmt, tax_cents, to_cents
+
+
+@given(st.integers(-10**12, 10**12), st.integers(0, 10_000))
+def test_tax_is_decimal_half_up(amount: int, rate_bp: int) -> None:
+    exact = Decimal(amount) * rate_bp / 10000
+    assert tax_cents(amount, rate_bp) == int(exact.quantize(Decimal(1), ROUND_HALF_UP))
+
+
+def test_tax_halves_round_away_from_zero() -> None:
+    assert tax_cents(50, 1000) == 5  # 5.0
+    assert tax_cents(5, 1000) == 1  # 0.5
+    assert tax_cents(-5, 1000) == -1
+    assert tax_cents(4, 1000) == 0  # 0.4
+    assert tax_cents(749, 825) == 62  # 61.79
+
+
+@given(st.integers(0, 10**12))
+def test_fmt_round_trips(cents: int) -> None:
+    assert to_cents(fmt(cents)) == cents
+
+
+@pytest.mark.parametrize("bad", ["1.234", "-1", "abc", 1.5, True, "NaN"])
+def test_bad_amounts(bad: object) -> None:
+    with pytest.raises(BadInput) as e:
+        to_cents(bad)  # type: ignore[arg-type]
+    assert e.value.code == "BAD_MONEY"
