@@ -151,7 +151,27 @@ def upsert_products(store: Store, products: Iterable[Product]) -> int:
 
 
 def lookup(conn: sqlite3.Connection, identifier: str) -> Product:
-    """Find a product by NDC (any form) or GTIN-14. Raises UnknownProduct or BadInput."""
+    """Find a product by NDC (any form) or GTIN-14. Raises UnknownProduct or BadInput.
+
+    Found products are remembered per catalog version (migration 0012): a later lookup of
+    the same identifier reads the version token, not the product's row, until any product
+    row changes."""
+    token = conn.execute("SELECT token FROM catalog_version WHERE id = 1").fetchone()
+    key = (None if token is None else token[0], identifier)
+    product = _FOUND.get(key)
+    if product is None:
+        product = _lookup(conn, identifier)
+        if key[0] is not None:
+            if len(_FOUND) >= 4096:
+                _FOUND.clear()
+            _FOUND[key] = product
+    return product
+
+
+_FOUND: dict[tuple[int | None, str], Product] = {}
+
+
+def _lookup(conn: sqlite3.Connection, identifier: str) -> Product:
     kind, value = classify_identifier(identifier)
     if kind == "ndc10":
         row = conn.execute("SELECT * FROM products WHERE ndc = ?", (value,)).fetchone()
