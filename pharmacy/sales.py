@@ -250,6 +250,8 @@ class Dispenser:
         )
         c.executemany("INSERT INTO sale_lines(sale_id, line_no, ndc, qty, unit_price_cents, "
                       "line_total_cents, allocations) VALUES (?, ?, ?, ?, ?, ?, ?)", line_rows)
+        if creq.offline:  # offline allowances count units per (UTC) day and product
+            c.executemany(_COUNT_OFFLINE, [(at_s[:10], r.product.ndc, r.qty) for r in resolved])
         c.executemany(SQL_LOCAL_ADD, [
             local_add_params(inventory.counter_id(a.batch_id), replica, -a.qty)
             for r in resolved for a in r.allocations])
@@ -274,6 +276,10 @@ class Dispenser:
             tuple(dict.fromkeys(r.product.ndc for r in resolved)), reg)
         return SaleResult(sale_id, tuple(resolved), subtotal, tax, total, decision, decision_id,
                           reg, changed)
+
+
+_COUNT_OFFLINE = ("INSERT INTO offline_usage(day, ndc, units) VALUES (?, ?, ?) "
+                  "ON CONFLICT(day, ndc) DO UPDATE SET units = units + excluded.units")
 
 
 def _refusal_message(decision: Decision) -> str:

@@ -1,6 +1,7 @@
 """Offline allowances: units per day per schedule that head office grants a terminal at each
 sync (until the sync issue lands: `pharmos policy grant`). Consumption is counted locally by
-the offline_usage table, which a trigger fills when an offline sale commits."""
+the offline_usage table, which an offline sale fills in its own transaction
+(pharmacy/sales.py)."""
 
 from __future__ import annotations
 
