@@ -38,6 +38,7 @@ class IdClock:
         self._seq = 0
         low = 0x2 << 62 | self._node  # variant and random bits: the same for every id here
         self._tail = f"{low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}"
+        self._head_ms, self._head = -1, ""  # the time part of the last millisecond's ids
 
     def new(self) -> str:
         with self._lock:
@@ -51,9 +52,12 @@ class IdClock:
             else:
                 self._last_ms, self._seq = ms, 0
             seq = self._seq
-        ms &= 0xFFFF_FFFF_FFFF
+            if ms != self._head_ms:
+                t = ms & 0xFFFF_FFFF_FFFF
+                self._head_ms, self._head = ms, f"{t >> 16:08x}-{t & 0xFFFF:04x}-7"
+            head = self._head
         # the canonical 8-4-4-4-12 form, as str(uuid.UUID(int=...)) of the 128-bit value
-        return f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{seq:03x}-{self._tail}"
+        return f"{head}{seq:03x}-{self._tail}"
 
 
 _IDS = IdClock()
