@@ -321,19 +321,29 @@ def sellable_stock(conn: sqlite3.Connection, today: date,
                    ndcs: Sequence[str] | None = None) -> list[SellableLot]:
     """What can be sold: active, unexpired batches with stock (of these products, or all),
     in FEFO order per product (earliest expiry, then lot)."""
-    where = "b.status = 'active' AND b.expiry >= ?"
-    params: list[Any] = [today.isoformat()]
-    if ndcs is not None:
-        if not ndcs:
-            return []
-        where += f" AND b.ndc IN ({', '.join('?' for _ in ndcs)})"
-        params.extend(ndcs)
-    rows = conn.execute(  # a batch's stock: the sum of its counter rows, one per replica
-        "SELECT * FROM (SELECT b.batch_id, b.ndc, b.lot, b.expiry, b.unit_cost_cents, "
-        "(SELECT COALESCE(SUM(c.p - c.n), 0) FROM counters c "
-        "WHERE c.counter_id = 'stock:' || b.batch_id) AS qty FROM batches b "
-        f"WHERE {where} ORDER BY b.ndc, b.expiry, b.lot) WHERE qty > 0", params).fetchall()
-    return [SellableLot(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+    params: tuple[str, ...]
+    if ndcs is None:
+        sql, params = _SELLABLE_ALL, (today.isoformat(),)
+    elif len(ndcs) == 1:  # a sale's line: the common case, one statement text
+        sql, params = _SELLABLE_ONE, (today.isoformat(), ndcs[0])
+    elif not ndcs:
+        return []
+    else:
+        sql = _SELLABLE_ALL.replace(
+            ") ORDER BY", f" AND b.ndc IN ({', '.join('?' for _ in ndcs)})) ORDER BY", 1)
+        params = (today.isoformat(), *ndcs)
+    rows = conn.execute(sql, params).fetchall()
+    # with stock only (filtered here: a "WHERE qty > 0" in SQL sums the counters twice)
+    return [SellableLot(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows if r[5] > 0]
+
+
+# a batch's stock: the sum of its counter rows, one per replica
+_SELLABLE_ALL = (
+    "SELECT b.batch_id, b.ndc, b.lot, b.expiry, b.unit_cost_cents, "
+    "(SELECT COALESCE(SUM(c.p - c.n), 0) FROM counters c "
+    "WHERE c.counter_id = 'stock:' || b.batch_id) FROM batches b "
+    "WHERE (b.status = 'active' AND b.expiry >= ?) ORDER BY b.ndc, b.expiry, b.lot")
+_SELLABLE_ONE = _SELLABLE_ALL.replace(") ORDER BY", " AND b.ndc = ?) ORDER BY", 1)
 
 
 def sellable_batches(conn: sqlite3.Connection, ndc: str, today: date) -> list[tuple[str, str,
