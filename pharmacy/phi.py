@@ -87,13 +87,14 @@ class PhiVault:
             record = self._opened[key] = self._open(patient_id, sealed)
         return record
 
-    def _audit(self, user_id: str | None, action: str, patient_id: str) -> None:
+    def _audit(self, user_id: str | None, action: str, patient_id: str,
+               at: str | None = None) -> None:
         if not user_id:
             raise AccessDenied("patient data needs a signed-in user (unique user id)",
                                code="HIPAA_UNIQUE_USER")
         self.conn.execute(
             "INSERT INTO audit_log(created_at, user_id, action, subject) VALUES (?, ?, ?, ?)",
-            (iso(self._now()), user_id, action, patient_id),
+            (at or iso(self._now()), user_id, action, patient_id),
         )
 
     def upsert(self, patient: dict[str, Any], user_id: str | None) -> str:
@@ -105,7 +106,7 @@ class PhiVault:
         row = self.conn.execute("SELECT sealed FROM patients WHERE patient_id = ?",
                                 (pid,)).fetchone()
         now = iso(self._now())
-        self._audit(user_id, "phi.write", pid)
+        self._audit(user_id, "phi.write", pid, now)
         if row is None:
             self.conn.execute("INSERT INTO patients VALUES (?, ?, ?, ?)",
                               (pid, self._seal(pid, record), now, now))

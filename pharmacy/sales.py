@@ -233,7 +233,6 @@ class Dispenser:
             line_rows.append((sale_id, r.line_no, r.product.ndc, r.qty, r.product.price_cents,
                               amount, _allocations_json(r.allocations)))
         total = subtotal + tax
-        decided = decision.to_json()
         # the decision is kept on the sale row; of its request, only what the row lacks
         request = {"at": creq.at.isoformat(), "offline": creq.offline, "user": user,
                    "extra": creq.extra}
@@ -244,8 +243,8 @@ class Dispenser:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (sale_id, at_s, replica, user["id"], kind, creq.jurisdiction, patient_id,
              None if rx is None else canonical_json(rx), rx_number, subtotal, tax, total,
-             decision_id, now_s, _json_list(decided["reasons"]),
-             _json_list(decided["obligations"]), decision.bundle_version,
+             decision_id, now_s, _json_list([r.to_json() for r in decision.reasons]),
+             _json_list(list(decision.obligations)), decision.bundle_version,
              canonical_json(request), decision.engine),
         )
         c.executemany("INSERT INTO sale_lines(sale_id, line_no, ndc, qty, unit_price_cents, "
