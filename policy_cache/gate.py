@@ -67,6 +67,9 @@ class BundleGate:
         self.data = bundle.data
         self.policies = PolicyEngine(bundle)
         self.reference = False  # tests: evaluate the full, uncompiled policy set instead
+        # allow decisions by their (undeduplicated) obligations: few combinations exist, and a
+        # Decision is immutable, so one is built per combination and shared
+        self._allows: dict[tuple[str, ...], Decision] = {}
 
     def decide(self, request: ComplianceRequest, env: Env | None = None) -> Decision:
         if env is None:
@@ -183,8 +186,14 @@ class BundleGate:
 
     def _decision(self, reasons: list[Reason], obligations: Iterable[str]) -> Decision:
         if not reasons:  # the common case
-            return Decision("allow", (), tuple(dict.fromkeys(obligations)),
-                            self.meta.bundle_version, ENGINE)
+            given = tuple(obligations)
+            allow = self._allows.get(given)
+            if allow is None:
+                if len(self._allows) >= 1024:
+                    self._allows.clear()
+                allow = self._allows[given] = Decision("allow", (), tuple(dict.fromkeys(given)),
+                                                       self.meta.bundle_version, ENGINE)
+            return allow
         seen: set[tuple[str, str, int | None]] = set()
         uniq: list[Reason] = []
         for r in sorted(reasons, key=lambda r: _SEVERITY_RANK.get(r.severity, 9)):
