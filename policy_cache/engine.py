@@ -449,7 +449,7 @@ def _uses_var(node: Any, names: tuple[str, ...]) -> bool:
     return False
 
 
-_SCALARS = (str, int, bool)
+_SCALARS = frozenset((str, int, bool))
 
 
 def _memo_key(serial: int, request: Mapping[str, Any], anonymous: bool = False
@@ -461,19 +461,25 @@ def _memo_key(serial: int, request: Mapping[str, Any], anonymous: bool = False
     ctx, who, what = request.get("context"), request.get("principal"), request.get("resource")
     if not (isinstance(ctx, dict) and isinstance(who, dict) and isinstance(what, dict)):
         return None
-    items: list[tuple[str, type, Any]] = []
-    for k, v in ctx.items():
-        t = type(v)
-        if t in _SCALARS:
-            items.append((k, t, v))
-        elif t is list and all(type(x) is str for x in v):
-            items.append((k, frozenset, frozenset(v)))
-        else:
-            return None
+    # the context as its names, its values' types and its values (a list as a frozenset)
+    values = tuple(ctx.values())
+    types = tuple(map(type, values))
+    if not _SCALARS.issuperset(types):  # a list (of flags), or a value that is not remembered
+        vals: list[Any] = []
+        for v, t in zip(values, types, strict=True):
+            if t in _SCALARS:
+                vals.append(v)
+            elif t is list and all(type(x) is str for x in v):
+                vals.append(frozenset(v))
+            else:
+                return None
+        values = tuple(vals)
+        types = tuple(frozenset if t is list else t for t in types)
+    body = (tuple(ctx), types, values)
     if anonymous:  # the partition's policies look at neither: any principal, any line
-        return (serial, request.get("action"), tuple(items))
+        return (serial, request.get("action"), body)
     return (serial, request.get("action"), who.get("type"), who.get("id"), what.get("type"),
-            what.get("id"), tuple(items))
+            what.get("id"), body)
 
 
 def cedar_request(user_id: str, line_no: int, context: dict[str, Any]) -> dict[str, Any]:

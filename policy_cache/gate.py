@@ -92,8 +92,8 @@ class BundleGate:
 
     def _evaluate(self, fb: FactBuilder, request: ComplianceRequest, evals: list[LineEval],
                   *, permits_only: bool = False) -> list[LineResult]:
-        user_id = str((request.user or {}).get("id") or "anonymous")
         if self.reference:
+            user_id = str((request.user or {}).get("id") or "anonymous")
             return self._evaluate_reference(fb, user_id, evals, permits_only)
         parts = self.policies.partitions_for(fb.active)
         out: list[LineResult] = []
@@ -113,13 +113,21 @@ class BundleGate:
             else:
                 group[1].append(i)
         if groups:
-            batches = [(part, [cedar_request(user_id, evals[i].line.line_no,
-                                             part.context(evals[i].context, evals[i].flags))
-                               for i in idxs]) for part, idxs in groups.values()]
-            answers = iter(self.policies.evaluate(batches))
+            user_id = str((request.user or {}).get("id") or "anonymous")
+            batches: list[tuple[Partition, list[dict[str, Any]]]] = []
+            for part, idxs in groups.values():
+                reqs = []
+                for i in idxs:
+                    ev = evals[i]
+                    reqs.append(cedar_request(user_id, ev.line.line_no,
+                                              part.context(ev.context, ev.flags)))
+                batches.append((part, reqs))
+            answers = self.policies.evaluate(batches)
+            n = 0
             for _part, idxs in groups.values():
                 for i in idxs:
-                    out[i] = next(answers)
+                    out[i] = answers[n]
+                    n += 1
         return out
 
     def _partition(self, parts: dict[tuple[Any, ...], Partition], fb: FactBuilder,
