@@ -57,7 +57,10 @@ class IdClock:
                 self._head_ms, self._head = ms, f"{t >> 16:08x}-{t & 0xFFFF:04x}-7"
             head = self._head
         # the canonical 8-4-4-4-12 form, as str(uuid.UUID(int=...)) of the 128-bit value
-        return f"{head}{seq:03x}-{self._tail}"
+        return head + _SEQ_TEXT[seq] + self._tail
+
+
+_SEQ_TEXT = tuple(f"{seq:03x}-" for seq in range(0x1000))  # cheaper than formatting each id's
 
 
 _IDS = IdClock()
