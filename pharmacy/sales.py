@@ -8,7 +8,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
@@ -218,7 +218,8 @@ class Dispenser:
                     decision: Decision, creq: ComplianceRequest, resolved: list[ResolvedLine],
                     now_s: str) -> SaleResult:
         replica = self.store.replica_id
-        user, rx, at_s = creq.user, creq.rx, iso(creq.at)
+        user, rx, at = creq.user, creq.rx, creq.at
+        at_s = iso(at)
         patient_id = None
         if creq.patient is not None:
             patient_id = self.phi.upsert(creq.patient, user["id"])
@@ -233,9 +234,10 @@ class Dispenser:
             line_rows.append((sale_id, r.line_no, r.product.ndc, r.qty, r.product.price_cents,
                               amount, _allocations_json(r.allocations)))
         total = subtotal + tax
-        # the decision is kept on the sale row; of its request, only what the row lacks
-        request = {"at": creq.at.isoformat(), "offline": creq.offline, "user": user,
-                   "extra": creq.extra}
+        # the decision is kept on the sale row; of its request, only what the row lacks. Its
+        # time as isoformat() writes it, which for a UTC time with microseconds is at_s's text
+        at_text = at_s[:-1] + "+00:00" if at.tzinfo is UTC and at.microsecond else at.isoformat()
+        request = {"at": at_text, "offline": creq.offline, "user": user, "extra": creq.extra}
         c.execute(
             "INSERT INTO sales(sale_id, created_at, replica_id, user_id, kind, jurisdiction, "
             "patient_id, rx, rx_number, subtotal_cents, tax_cents, total_cents, decision_id, "
