@@ -156,12 +156,23 @@ def lookup(conn: sqlite3.Connection, identifier: str) -> Product:
     Found products are remembered per catalog version (migration 0012): a later lookup of
     the same identifier reads the version token, not the product's row, until any product
     row changes."""
-    token = conn.execute("SELECT token FROM catalog_version WHERE id = 1").fetchone()
-    key = (None if token is None else token[0], identifier)
+    return lookup_at(conn, version_token(conn), identifier)
+
+
+def version_token(conn: sqlite3.Connection) -> int | None:
+    """The catalog's version token (migration 0012): it changes whenever a product row does."""
+    row = conn.execute("SELECT token FROM catalog_version WHERE id = 1").fetchone()
+    return None if row is None else int(row[0])
+
+
+def lookup_at(conn: sqlite3.Connection, token: int | None, identifier: str) -> Product:
+    """``lookup`` with the version token already read, so that several lookups in one
+    transaction that does not write products (a sale's lines) share one read of it."""
+    key = (token, identifier)
     product = _FOUND.get(key)
     if product is None:
         product = _lookup(conn, identifier)
-        if key[0] is not None:
+        if token is not None:
             if len(_FOUND) >= 4096:
                 _FOUND.clear()
             _FOUND[key] = product

@@ -8,7 +8,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
@@ -112,10 +112,14 @@ class Dispenser:
         """Every line, in order. Units a line takes are not available to the lines after it
         (the same product on two lines never sells the same units twice)."""
         taken: dict[str, int] = {}
-        return [self._resolve(c, i, ln, at, taken) for i, ln in enumerate(lines, 1)]
+        today = at.date()
+        # resolving writes no product row: the lines' lookups share one read of the catalog
+        # version token
+        token = catalog.version_token(c)
+        return [self._resolve(c, i, ln, today, token, taken) for i, ln in enumerate(lines, 1)]
 
-    def _resolve(self, c: sqlite3.Connection, i: int, line: Any, at: datetime,
-                 taken: dict[str, int]) -> ResolvedLine:
+    def _resolve(self, c: sqlite3.Connection, i: int, line: Any, today: date,
+                 token: int | None, taken: dict[str, int]) -> ResolvedLine:
         if not isinstance(line, dict):
             raise BadInput(f"line {i} is not an object", code="BAD_REQUEST")
         qty = inventory.parse_qty(line.get("qty"), field=f"line {i} qty")
@@ -124,20 +128,21 @@ class Dispenser:
         if line.get("scan") is not None:
             scan = self.scan_parser(str(line["scan"]))
             product = gs1.product_for_scan(c, scan)
-            selected = catalog.lookup(c, str(line["ndc"])).ndc if line.get("ndc") else None
-            gs1.check_package(scan, today=at.date(), selected_ndc=selected)
+            selected = (catalog.lookup_at(c, token, str(line["ndc"])).ndc if line.get("ndc")
+                        else None)
+            gs1.check_package(scan, today=today, selected_ndc=selected)
             if scan.lot is not None:
                 if lot is not None and lot != scan.lot:
                     raise BadInput(f"line {i}: scanned lot {scan.lot} is not the selected lot "
                                    f"{lot}", code="DSCSA_LOT_MISMATCH")
                 lot = scan.lot
         elif line.get("ndc") is not None or line.get("gtin") is not None:
-            product = catalog.lookup(c, str(line.get("ndc") or line.get("gtin")))
+            product = catalog.lookup_at(c, token, str(line.get("ndc") or line.get("gtin")))
         else:
             raise BadInput(f"line {i} needs 'ndc', 'gtin' or 'scan'", code="BAD_REQUEST")
         if lot is not None:
             lot = inventory.parse_lot(lot)
-        allocs = inventory.allocate(c, product, qty, at.date(), lot, taken=taken)
+        allocs = inventory.allocate(c, product, qty, today, lot, taken=taken)
         if scan is not None and scan.expiry is not None and scan.lot is not None and (
             allocs[0].expiry != scan.expiry.isoformat()
         ):
