@@ -380,13 +380,18 @@ def allocate(conn: sqlite3.Connection, product: catalog.Product, qty: int, today
             )
         taken[row["batch_id"]] = taken.get(row["batch_id"], 0) + qty
         return [Allocation(row["batch_id"], lot, row["expiry"], qty)]
+    # the product's sellable batches (as sellable_stock has them, read here without building
+    # its SellableLot rows), less what earlier lines took: (batch_id, lot, expiry, available)
+    batches: list[tuple[str, str, str, int]] = []
+    for r in conn.execute(_SELLABLE_ONE, (today.isoformat(), product.ndc)).fetchall():
+        if r[5] > 0:
+            have = int(r[5]) - taken.get(r[0], 0)
+            if have > 0:
+                batches.append((r[0], r[2], r[3], have))
     out: list[Allocation] = []
     need = qty
-    batches = [(b.batch_id, b.lot, b.expiry, b.qty - taken.get(b.batch_id, 0))
-               for b in sellable_stock(conn, today, [product.ndc])]
-    batches = [b for b in batches if b[3] > 0]
     for bid, blot, exp, have in batches:
-        take = min(have, need)
+        take = have if have < need else need
         out.append(Allocation(bid, blot, exp, take))
         need -= take
         if need == 0:
