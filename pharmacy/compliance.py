@@ -52,7 +52,9 @@ class Decision:
         }
 
 
-@dataclass(frozen=True)
+# The frozen dataclasses built for every sale write their __init__ out: the generated one sets
+# each field through object.__setattr__, which is the most of the cost of building them.
+@dataclass(frozen=True, init=False)
 class LineFacts:
     """One cart line as the rules see it: the product's regulatory facts and the quantity."""
 
@@ -70,6 +72,17 @@ class LineFacts:
     attrs: dict[str, Any] = field(default_factory=dict)
     allocations: tuple[dict[str, Any], ...] = ()  # [{"lot", "expiry", "qty"}]
 
+    def __init__(self, line_no: int, ndc: str, name: str, qty: int, unit: str, rx_only: bool,
+                 dea_schedule: str | None, india_schedule: str | None, cmea: bool,
+                 pse_mg_per_unit: float | None, ingredients: tuple[str, ...] = (),
+                 attrs: dict[str, Any] | None = None,
+                 allocations: tuple[dict[str, Any], ...] = ()) -> None:
+        self.__dict__.update(
+            line_no=line_no, ndc=ndc, name=name, qty=qty, unit=unit, rx_only=rx_only,
+            dea_schedule=dea_schedule, india_schedule=india_schedule, cmea=cmea,
+            pse_mg_per_unit=pse_mg_per_unit, ingredients=ingredients,
+            attrs={} if attrs is None else attrs, allocations=allocations)
+
 
 class HistoryPort(Protocol):
     """Facts from the terminal's own records that rules need (rolling windows, prior fills,
@@ -82,7 +95,7 @@ class HistoryPort(Protocol):
     def offline_usage(self, day: str) -> list[dict[str, Any]]: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ComplianceRequest:
     """Everything a decision may depend on. Field names follow `pharmos policy check`."""
 
@@ -95,6 +108,16 @@ class ComplianceRequest:
     rx: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # request fields rule packs add
     history: HistoryPort | None = None
+
+    def __init__(self, at: datetime, jurisdiction: str, lines: tuple[LineFacts, ...],
+                 offline: bool = False, user: dict[str, Any] | None = None,
+                 patient: dict[str, Any] | None = None, rx: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None, history: HistoryPort | None = None
+                 ) -> None:
+        self.__dict__.update(
+            at=at, jurisdiction=jurisdiction, lines=lines, offline=offline,
+            user={} if user is None else user, patient=patient, rx=rx,
+            extra={} if extra is None else extra, history=history)
 
     def to_json(self) -> dict[str, Any]:
         """The request as recorded with the decision (PHI reduced to the patient id)."""

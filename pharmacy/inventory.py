@@ -297,12 +297,17 @@ def stocktake(store: Store, counts: list[dict[str, Any]], *,
 
 
 # ---- FEFO -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Allocation:
     batch_id: str
     lot: str
     expiry: str
     qty: int
+
+    def __init__(self, batch_id: str, lot: str, expiry: str, qty: int) -> None:
+        # written out: the generated __init__ of a frozen dataclass sets each field through
+        # object.__setattr__, several times the cost (a sale builds one per batch it takes)
+        self.__dict__.update(batch_id=batch_id, lot=lot, expiry=expiry, qty=qty)
 
     def to_json(self) -> dict[str, Any]:
         return {"lot": self.lot, "expiry": self.expiry, "qty": self.qty}

@@ -29,7 +29,9 @@ ScanParser = Callable[[str], ScanData]
 JURISDICTIONS = ("US", "US-TX", "US-FL", "US-NY", "US-CA", "IN")
 
 
-@dataclass(frozen=True)
+# Built for every sale, these write their __init__ out: the generated one of a frozen dataclass
+# sets each field through object.__setattr__, several times the cost.
+@dataclass(frozen=True, init=False)
 class ResolvedLine:
     line_no: int
     product: catalog.Product
@@ -37,8 +39,13 @@ class ResolvedLine:
     allocations: tuple[Allocation, ...]
     scan: ScanData | None
 
+    def __init__(self, line_no: int, product: catalog.Product, qty: int,
+                 allocations: tuple[Allocation, ...], scan: ScanData | None) -> None:
+        self.__dict__.update(line_no=line_no, product=product, qty=qty,
+                             allocations=allocations, scan=scan)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class SaleResult:
     sale_id: str
     lines: tuple[ResolvedLine, ...]
@@ -49,6 +56,14 @@ class SaleResult:
     decision_id: str
     register_entries: int
     changed: StockChanged
+
+    def __init__(self, sale_id: str, lines: tuple[ResolvedLine, ...], subtotal_cents: int,
+                 tax_cents: int, total_cents: int, decision: Decision, decision_id: str,
+                 register_entries: int, changed: StockChanged) -> None:
+        self.__dict__.update(
+            sale_id=sale_id, lines=lines, subtotal_cents=subtotal_cents, tax_cents=tax_cents,
+            total_cents=total_cents, decision=decision, decision_id=decision_id,
+            register_entries=register_entries, changed=changed)
 
     def to_json(self) -> dict[str, Any]:
         return {
