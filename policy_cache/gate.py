@@ -101,8 +101,7 @@ class BundleGate:
         # batch each); a static partition's answer is known without a request
         groups: dict[int, tuple[Partition, list[int]]] = {}
         for i, ev in enumerate(evals):
-            part = parts.get((ev.tags, ev.flags, permits_only)) or self._partition(
-                parts, fb, ev.tags, ev.flags, permits_only)
+            part = self._partition(parts, fb, ev.tags, ev.flags, permits_only)
             if part.static is not None:
                 out.append(part.static)
                 continue
