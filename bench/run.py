@@ -28,6 +28,12 @@ def machine() -> dict[str, Any]:
 
 
 def run(quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+    unknown = sorted(set(only or ()) - BENCHES.keys())
+    if unknown:
+        from pharmacy.errors import BadInput
+
+        raise BadInput(f"no benchmark named {', '.join(unknown)}; choose from "
+                       f"{', '.join(BENCHES)}", code="UNKNOWN_BENCHMARK")
     out: dict[str, Any] = {"machine": machine(), "quick": quick}
     for name, module in BENCHES.items():
         if only and name not in only:

@@ -29,6 +29,19 @@ def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b > 0 else float("inf")
 
 
+def steady_work(n: int = 4_000) -> float:
+    """Seconds a fixed pure-Python loop (no I/O, no allocation to speak of) takes. Timed
+    between the operations of a benchmark, its tail is the machine's own: a p99 far above
+    its p50 means the host, not the code, stretched the slow samples."""
+    import time
+
+    t = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i * i
+    return time.perf_counter() - t
+
+
 def cpu_reference_ms(n: int = 2_000_000, repeat: int = 3) -> float:
     """Best of ``repeat`` timings of a fixed pure-Python loop: how fast this machine runs
     Python right now, so absolute figures (syncs/s) from different runs can be compared."""
