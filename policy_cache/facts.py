@@ -207,6 +207,18 @@ def _flag(v: Any) -> bool:
     return v is True or (isinstance(v, int) and not isinstance(v, bool) and v == 1)
 
 
+def rx_origin(rx: Mapping[str, Any]) -> tuple[str, bool]:
+    """How a prescription reached the pharmacy (one of ORIGINS) and whether its ``origin``
+    field, when given, was one of them. Without a valid one: ``electronic``, ``emergency_oral``
+    (oral) or else paper."""
+    origin = rx.get("origin")
+    origin = str(origin).strip().lower() if origin else ""
+    if origin in ORIGINS:
+        return origin, True
+    return ("electronic" if _flag(rx.get("electronic")) else
+            "oral" if _flag(rx.get("emergency_oral")) else "paper"), not origin
+
+
 def add_months(d: date, months: int) -> date:
     y, m = divmod(d.month - 1 + months, 12)
     year, month = d.year + y, m + 1
@@ -412,13 +424,9 @@ class FactBuilder:
     def _rx_facts(self, rx: Mapping[str, Any], flags: set[str], nums: dict[str, int],
                   vars_: dict[str, Any], missing: set[str], bad: set[str], rx_lines_qty: int,
                   classes: list[LineClass]) -> None:
-        origin = rx.get("origin")
-        origin = str(origin).strip().lower() if origin else ""
-        if origin not in ORIGINS:
-            if origin:
-                bad.add("origin")
-            origin = "electronic" if _flag(rx.get("electronic")) else (
-                "oral" if _flag(rx.get("emergency_oral")) else "paper")
+        origin, valid = rx_origin(rx)
+        if not valid:
+            bad.add("origin")
         flags.add(f"origin:{origin}")
         for key in rx.keys() & _RX_FLAGS:
             v = rx[key]

@@ -13,6 +13,7 @@ from typing import Any
 
 from pharmacy.clock import iso, parse_iso
 from pharmacy.errors import BadInput
+from policy_cache.facts import rx_origin
 from policy_cache.records import Alert
 
 
@@ -144,6 +145,22 @@ _ADDRESS = re.compile(r"^\s*(?P<street>.+?),\s*(?P<city>[^,]+?),?\s+(?P<state>[A
                       r"(?P<zip>\d{5}(?:-?\d{4})?)\s*$")
 _TITLES = {"dr", "dr.", "mr", "mr.", "mrs", "mrs.", "ms", "ms.", "miss", "prof", "prof."}
 _UNIT_CODES = {"ml": "02", "milliliter": "02", "g": "03", "gram": "03"}  # else 01 each [B]
+# DSP12, how the prescription reached the pharmacy (facts.ORIGINS) [B]
+_ORIGIN_CODES = {"paper": "01", "oral": "02", "fax": "04", "electronic": "05"}
+# PAT02, the kind of the patient's ID in PAT03 [B]; a number alone is "other"
+_ID_QUALIFIERS = {"military": "01", "military id": "01", "state id": "02", "state_id": "02",
+                  "permanent resident card": "04", "permanent_resident": "04",
+                  "green card": "04", "passport": "05", "driver licence": "06",
+                  "driver license": "06", "driver's license": "06", "drivers_license": "06",
+                  "dl": "06", "tribal id": "08", "tribal": "08"}
+_US_STATES = frozenset((
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN",
+    "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH",
+    "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT",
+    "VT", "VA", "WA", "WV", "WI", "WY", "AS", "GU", "MP", "PR", "VI"))
+# "TXDL12345678", "NY ID 123 456 789": a US state's driver licence or ID card number
+_STATE_ID = re.compile(r"^(?P<state>[A-Z]{2})\s*(?P<kind>DL|ID)\s*[-#:]?\s*(?P<number>[A-Z0-9]"
+                       r"[A-Z0-9 -]*)$")
 
 
 def split_address(text: str | None) -> tuple[str, str, str, str]:
@@ -154,6 +171,25 @@ def split_address(text: str | None) -> tuple[str, str, str, str]:
         return (text or "").strip(), "", "", ""
     return (m["street"].strip(), m["city"].strip(), m["state"].upper(),
             m["zip"].replace("-", ""))
+
+
+def patient_id_elements(doc: Any) -> tuple[str, str, str]:
+    """(PAT01 jurisdiction, PAT02 qualifier, PAT03 ID) of a patient's ``id_document``:
+    ``{"type", "number", "jurisdiction" or "state"}``, or a US state's licence or ID card
+    number written with its state and kind first ("TXDL12345678"). Anything else, or no ID,
+    leaves all three empty: a number whose kind is unknown is not reported."""
+    if isinstance(doc, dict):
+        number = str(doc.get("number") or "").strip()
+        if not number:
+            return "", "", ""
+        kind = str(doc.get("type") or "").strip().lower()
+        where = str(doc.get("jurisdiction") or doc.get("state") or "").strip().upper()
+        return where, _ID_QUALIFIERS.get(kind, "99"), number
+    m = _STATE_ID.match(str(doc or "").strip().upper())
+    if m is None or m["state"] not in _US_STATES:
+        return "", "", ""
+    return (m["state"], "06" if m["kind"] == "DL" else "02",
+            m["number"].replace(" ", "").replace("-", ""))
 
 
 def split_name(text: str | None) -> tuple[str, str, str]:
@@ -271,7 +307,8 @@ def dispense_report(items: Sequence[Dispensing], *, control_number: str, created
         last, first, middle = split_name(p.get("name"))
         p_street, p_city, p_state, p_zip = split_address(p.get("address"))
         gender = str(p.get("gender") or p.get("sex") or "U").strip().upper()[:1]
-        segs.append(seg("PAT", "", "", "", "", "", "", last, first, middle, "", "", p_street,
+        segs.append(seg("PAT", *patient_id_elements(p.get("id_document")), "", "", "", last,
+                        first, middle, "", "", p_street,
                         "", p_city, p_state, p_zip,
                         "".join(ch for ch in str(p.get("phone") or "") if ch.isdigit()),
                         _yyyymmdd(p.get("birth_date")), gender if gender in "FMU" else "U",
@@ -285,7 +322,8 @@ def dispense_report(items: Sequence[Dispensing], *, control_number: str, created
                 "DSP", "00", rx.get("rx_number", ""), _yyyymmdd(rx.get("written_on")),
                 rx.get("refills_authorized", ""), _yyyymmdd(d.filled),
                 rx.get("refill_number", 0) or 0, "01", d.ndc11, d.qty,
-                rx.get("days_supply", ""), _UNIT_CODES.get(d.unit.strip().lower(), "01"), "",
+                rx.get("days_supply", ""), _UNIT_CODES.get(d.unit.strip().lower(), "01"),
+                _ORIGIN_CODES[rx_origin(rx)[0]],
                 "01" if partial else "00", "", "", "01", _yyyymmdd(d.filled), "", "", "", "",
                 rx.get("quantity_prescribed", ""), rx.get("directions", "")))
             p_last, p_first, p_middle = split_name(pres.get("name"))

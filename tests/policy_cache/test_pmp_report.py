@@ -124,6 +124,7 @@ def test_a_days_controlled_dispensings_are_reported(tmp_path: Path) -> None:
     assert pha[4:11] == ("Main Street Pharmacy", "500 Congress Ave", "", "Austin", "TX",
                          "78701", "5125550100")
     pats = [s for s in f.segments if s[0] == "PAT"]
+    assert pats[0][1:4] == ("TX", "06", "12345678")  # Texas driver licence TXDL12345678
     assert (pats[0][7], pats[0][8], pats[0][9]) == ("Reyes", "Ana", "Lucia")
     assert pats[0][12:17] == ("1 Test Way", "", "Austin", "TX", "78701")
     assert (pats[0][18], pats[0][19], pats[0][20]) == ("19700102", "F", "01")
@@ -134,6 +135,7 @@ def test_a_days_controlled_dispensings_are_reported(tmp_path: Path) -> None:
     assert dsps[0][1:11] == ("00", "RX100", today.replace("-", ""), "0", ymd, "0", "01",
                              "00406055201", "10", "5")  # both lots in one dispensing
     assert (dsps[0][11], dsps[0][13], dsps[0][16], dsps[0][17]) == ("01", "00", "01", ymd)
+    assert dsps[0][12] == "05"  # an electronic prescription
     assert dsps[0][22:24] == ("10", "1 tab q6h prn pain")
     assert (dsps[1][2], dsps[1][9], dsps[1][13], dsps[1][22]) == ("RX200", "5", "01", "20")
     pre = next(s for s in f.segments if s[0] == "PRE")
@@ -235,6 +237,37 @@ def test_names_and_addresses_split_as_asap_wants_them() -> None:
     assert pmp.split_address("PO Box 7") == ("PO Box 7", "", "", "")
 
 
+def test_patient_id_and_prescription_origin_codes() -> None:
+    """PAT01-03 from the patient's ID document, DSP12 from how the prescription came in;
+    an ID whose kind or state is unknown is left out rather than guessed."""
+    ids = pmp.patient_id_elements
+    assert ids("TXDL12345678") == ("TX", "06", "12345678")
+    assert ids(" ny id 123 456-789 ") == ("NY", "02", "123456789")
+    assert ids({"type": "Passport", "number": " X1234567 ", "jurisdiction": "us"}) == (
+        "US", "05", "X1234567")
+    assert ids({"type": "Driver licence", "number": "D123", "state": "ca"}) == (
+        "CA", "06", "D123")
+    assert ids({"type": "Aadhaar", "number": "1234 5678 9012"}) == ("", "99", "1234 5678 9012")
+    for unknown in ("12345678", "XXDL123", "", None, {"type": "passport"}, {"number": " "}):
+        assert ids(unknown) == ("", "", ""), unknown
+
+    def dsp12(rx: dict[str, Any]) -> str:
+        text = pmp.dispense_report(
+            [pmp.Dispensing("s", CII["ndc"], "00406055201", "tablet", 5, date(2026, 11, 2),
+                            rx, "p", {"name": "A B", "id_document": {"number": "7"}})],
+            control_number="1", created=datetime(2026, 11, 3), pharmacy={"dea": "FP1234563"},
+            period_start=date(2026, 11, 2), period_end=date(2026, 11, 2))
+        f = pmp.validate_asap(text)
+        assert next(s for s in f.segments if s[0] == "PAT")[1:4] == ("", "99", "7")
+        return next(s for s in f.segments if s[0] == "DSP")[12]
+
+    assert dsp12({"electronic": True}) == "05"
+    assert dsp12({}) == dsp12({"origin": "PAPER"}) == "01"
+    assert dsp12({"emergency_oral": True}) == dsp12({"origin": "oral"}) == "02"
+    assert dsp12({"origin": "fax", "electronic": True}) == "04"
+    assert dsp12({"origin": "carrier pigeon", "electronic": "yes"}) == "05"
+
+
 _TEXT = st.text(st.characters(min_codepoint=9, max_codepoint=126), max_size=40)
 
 
@@ -249,7 +282,8 @@ def test_any_free_text_gives_a_valid_file(name: str, address: str, sig: str, rx_
                             date(2026, 11, 2), {"rx_number": rx_number, "directions": sig,
                                                 "prescriber": {"name": pres, "dea": "BA1"}},
                             f"p{i % 2}", {"name": name, "address": address,
-                                          "birth_date": "1970-01-01"})
+                                          "birth_date": "1970-01-01",
+                                          "id_document": {"type": sig, "number": pres}})
              for i in range(n)]
     text = pmp.dispense_report(items, control_number="42", created=datetime(2026, 11, 3, 1, 2),
                                pharmacy={"dea": "FP1234563", "name": name, "address": address},
