@@ -296,11 +296,24 @@ def refill(store: Store, user: dict[str, Any], rx_id: str) -> RxChanged:
         if n > int(rx["refills_authorized"]):
             raise RxRefused(f"Rx {rx['rx_number']} has no refills left "
                             f"({rx['refills_authorized']} authorized)", code="RX_NO_REFILLS")
-        fill_id = new_id()
-        c.execute("INSERT INTO fills(fill_id, rx_id, refill_number, state, created_at, "
-                  "updated_at) VALUES (?, ?, ?, 'intake', ?, ?)", (fill_id, rx_id, n, now_s,
-                                                                    now_s))
-        _event(c, fill_id, now_s, user["id"], "refill", {"refill_number": n})
+        # a fill of this number cancelled before it was filled is started again: the number
+        # is the prescription's, its cancellation stays in the fill's events
+        cancelled = c.execute("SELECT fill_id FROM fills WHERE rx_id = ? AND refill_number = ? "
+                              "AND state = 'cancelled'", (rx_id, n)).fetchone()
+        if cancelled is None:
+            fill_id = new_id()
+            c.execute("INSERT INTO fills(fill_id, rx_id, refill_number, state, created_at, "
+                      "updated_at) VALUES (?, ?, ?, 'intake', ?, ?)", (fill_id, rx_id, n, now_s,
+                                                                        now_s))
+            _event(c, fill_id, now_s, user["id"], "refill", {"refill_number": n})
+        else:
+            fill_id = cancelled[0]
+            c.execute("UPDATE fills SET state = 'intake', dispense_ndc = NULL, "
+                      "daw_dispensed = NULL, substitution = NULL, alerts = '[]', "
+                      "verified_by = NULL, verified_at = NULL, updated_at = ? "
+                      "WHERE fill_id = ?", (now_s, fill_id))
+            _event(c, fill_id, now_s, user["id"], "refill",
+                   {"refill_number": n, "reopened": True})
     return RxChanged((fill_id,), (rx_id,), "intake")
 
 

@@ -63,6 +63,43 @@ def test_full_workflow(dispenser: Dispenser, keys: FileKeyProvider,
     assert e2.value.code == "RX_FILL_OPEN"
 
 
+def test_a_cancelled_fill_is_started_again_under_its_number(
+        dispenser: Dispenser, keys: FileKeyProvider, people: dict[str, dict[str, Any]]) -> None:
+    """Cancelling a fill before it is filled does not use up the refill: starting the next
+    fill reopens it (the prescription's fill numbers are unique), verified afresh."""
+    store = dispenser.store
+    tech, ph = people["technician"], people["pharmacist"]
+    ch = rx.intake(store, keys, tech, rx_data(refills_authorized=1))
+    first, rx_id = ch.fill_ids[0], ch.rx_ids[0]
+    rx.verify(store, ph, first)
+    rx.cancel(store, tech, first, "patient will call back")
+    again = rx.refill(store, tech, rx_id)  # the original fill, number 0, once more
+    assert again.fill_ids == (first,) and again.state == "intake"
+    row = store.conn.execute("SELECT refill_number, state, verified_by, dispense_ndc FROM fills "
+                             "WHERE fill_id = ?", (first,)).fetchone()
+    assert tuple(row) == (0, "intake", None, None)  # to be verified again
+    rx.verify(store, ph, first)
+    scan = datamatrix(gtin_of(store, AMOX), date(2027, 6, 30), "AM1", "SN1")
+    rx.fill(dispenser, keys, tech, first, scan)
+    rx.label(store, keys, tech, first)
+    rx.to_will_call(store, tech, first, "A1")
+    rx.pickup(store, ph, first, counseling="declined")
+    second = rx.refill(store, tech, rx_id).fill_ids[0]
+    rx.cancel(store, tech, second, "duplicate")
+    assert rx.refill(store, tech, rx_id).fill_ids == (second,)  # refill 1, not 2
+    rx.cancel(store, tech, second, "patient moved")
+    assert [e["action"] for e in rx.events(store.conn, second)] == [
+        "refill", "cancel", "refill", "cancel"]
+    assert [e["action"] for e in rx.events(store.conn, first)][:4] == [
+        "intake", "verify", "cancel", "refill"]
+    assert store.conn.execute("SELECT COUNT(*) FROM fills WHERE rx_id = ?", (rx_id,)
+                              ).fetchone()[0] == 2
+    assert rx.refill(store, tech, rx_id).fill_ids == (second,)  # refill 1 is still owed
+    with pytest.raises(rx.RxRefused) as e:
+        rx.refill(store, tech, rx_id)
+    assert e.value.code == "RX_FILL_OPEN"
+
+
 def test_scan_verify_blocks_wrong_product_wrong_lot_and_expired(
         dispenser: Dispenser, keys: FileKeyProvider, people: dict[str, dict[str, Any]]) -> None:
     store = dispenser.store
