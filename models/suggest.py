@@ -73,7 +73,8 @@ def weekly_history(store: Store, ndcs: list[str] | None = None,
     rows = c.execute(
         "SELECT l.ndc, CAST((julianday(date(s.created_at, ?)) - julianday(?)) / 7 AS INTEGER), "
         "SUM(l.qty) FROM sales s JOIN sale_lines l ON l.sale_id = s.sale_id "
-        "WHERE s.created_at >= ? GROUP BY 1, 2",
+        "WHERE s.created_at >= ? AND NOT EXISTS (SELECT 1 FROM sale_returns x "
+        "WHERE x.sale_id = s.sale_id) GROUP BY 1, 2",  # units returned to stock were not sold
         (shift, first_monday.isoformat(), lo))
     for ndc, wk, qty in rows:
         i = index.get(ndc)

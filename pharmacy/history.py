@@ -16,27 +16,31 @@ class SqlHistory:
 
     def purchases_since(self, purchaser_key: str, since: datetime) -> list[dict[str, Any]]:
         """Every line sold to a purchaser since a time, with the product facts that rolling
-        limits need (CMEA grams, C-V 48-hour units). Uses index sales_patient (0003)."""
+        limits need (CMEA grams, C-V 48-hour units); a sale returned to stock was never handed
+        over and does not count. Uses index sales_patient (0003)."""
         rows = self.conn.execute(
             "SELECT s.created_at, s.kind, l.ndc, l.qty, p.unit, p.dea_schedule, p.cmea, "
             "p.pse_mg_per_unit, p.attrs FROM sales s "
             "JOIN sale_lines l ON l.sale_id = s.sale_id JOIN products p ON p.ndc = l.ndc "
-            "WHERE s.patient_id = ? AND s.created_at >= ?",
+            "WHERE s.patient_id = ? AND s.created_at >= ? AND NOT EXISTS (SELECT 1 FROM "
+            "sale_returns r WHERE r.sale_id = s.sale_id)",
             (purchaser_key, iso(since))).fetchall()
         return [{"created_at": r[0], "kind": r[1], "ndc": r[2], "qty": int(r[3]), "unit": r[4],
                  "dea_schedule": r[5], "cmea": bool(r[6]), "pse_mg_per_unit": r[7],
                  "attrs": json.loads(r[8]) if r[8] else {}} for r in rows]
 
     def rx_fill_history(self, rx_number: str) -> list[dict[str, Any]]:
-        """Earlier dispenses of one prescription: time, refill number, partial-fill mode and
-        the quantity of prescription items dispensed. Uses index sales_rx_number (0003)."""
+        """Earlier dispenses of one prescription (not those returned to stock): time, refill
+        number, partial-fill mode and the quantity of prescription items dispensed. Uses
+        index sales_rx_number (0003)."""
         rows = self.conn.execute(
             "SELECT s.sale_id, s.created_at, json_extract(s.rx, '$.refill_number'), "
             "json_extract(s.rx, '$.partial_fill'), SUM(l.qty) FROM sales s "
             "JOIN sale_lines l ON l.sale_id = s.sale_id JOIN products p ON p.ndc = l.ndc "
             "WHERE s.rx_number = ? AND s.kind = 'rx' AND "
             "(p.rx_only = 1 OR p.dea_schedule IS NOT NULL OR p.india_schedule IN "
-            "('H', 'H1', 'X')) GROUP BY s.sale_id ORDER BY s.created_at",
+            "('H', 'H1', 'X')) AND NOT EXISTS (SELECT 1 FROM sale_returns r WHERE "
+            "r.sale_id = s.sale_id) GROUP BY s.sale_id ORDER BY s.created_at",
             (str(rx_number),)).fetchall()
         return [{"sale_id": r[0], "created_at": r[1], "refill_number": r[2],
                  "partial_fill": r[3], "qty": int(r[4] or 0)} for r in rows]

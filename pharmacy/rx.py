@@ -36,14 +36,16 @@ from pharmacy.ids import dea_check_digit, new_id
 from pharmacy.inventory import StockChanged, parse_qty
 from pharmacy.money import fmt
 from pharmacy.phi import KeyProvider, PhiVault
-from pharmacy.sales import Dispenser, SaleResult
+from pharmacy.sales import Dispenser, SaleResult, return_sale
 from pharmacy.store import Store
 
-STATES = ("intake", "verified", "filled", "labeled", "will_call", "picked_up", "cancelled")
+STATES = ("intake", "verified", "filled", "labeled", "will_call", "picked_up", "cancelled",
+          "returned")
 OPEN_STATES = ("intake", "verified", "filled", "labeled", "will_call")
 STATE_LABELS = {"intake": "Entered", "verified": "Verified", "filled": "Filled",
                 "labeled": "Labeled", "will_call": "Will-call", "picked_up": "Picked up",
-                "cancelled": "Cancelled"}
+                "cancelled": "Cancelled", "returned": "Returned to stock"}
+RETURNABLE_STATES = ("filled", "labeled", "will_call")  # filled, not handed over
 NO_SUBSTITUTION_DAW = (1, 7)  # NCPDP 408-D8: prescriber (1) or law (7) mandates the brand
 DAW_LABELS = {
     0: "0 No product selection indicated", 1: "1 Substitution not allowed by prescriber",
@@ -290,16 +292,17 @@ def refill(store: Store, user: dict[str, Any], rx_id: str) -> RxChanged:
         if open_:
             raise RxRefused(f"Rx {rx['rx_number']} already has a fill in progress",
                             code="RX_FILL_OPEN")
-        last = c.execute("SELECT MAX(refill_number) FROM fills WHERE rx_id = ? AND state != "
-                         "'cancelled'", (rx_id,)).fetchone()[0]
+        last = c.execute("SELECT MAX(refill_number) FROM fills WHERE rx_id = ? AND state NOT "
+                         "IN ('cancelled', 'returned')", (rx_id,)).fetchone()[0]
         n = 0 if last is None else int(last) + 1
         if n > int(rx["refills_authorized"]):
             raise RxRefused(f"Rx {rx['rx_number']} has no refills left "
                             f"({rx['refills_authorized']} authorized)", code="RX_NO_REFILLS")
-        # a fill of this number cancelled before it was filled is started again: the number
-        # is the prescription's, its cancellation stays in the fill's events
+        # a fill of this number that was cancelled, or filled and returned to stock, is
+        # started again: the number is the prescription's; what happened to it stays in the
+        # fill's events (and a returned fill's sale and its return in theirs)
         cancelled = c.execute("SELECT fill_id FROM fills WHERE rx_id = ? AND refill_number = ? "
-                              "AND state = 'cancelled'", (rx_id, n)).fetchone()
+                              "AND state IN ('cancelled', 'returned')", (rx_id, n)).fetchone()
         if cancelled is None:
             fill_id = new_id()
             c.execute("INSERT INTO fills(fill_id, rx_id, refill_number, state, created_at, "
@@ -310,8 +313,10 @@ def refill(store: Store, user: dict[str, Any], rx_id: str) -> RxChanged:
             fill_id = cancelled[0]
             c.execute("UPDATE fills SET state = 'intake', dispense_ndc = NULL, "
                       "daw_dispensed = NULL, substitution = NULL, alerts = '[]', "
-                      "verified_by = NULL, verified_at = NULL, updated_at = ? "
-                      "WHERE fill_id = ?", (now_s, fill_id))
+                      "verified_by = NULL, verified_at = NULL, filled_by = NULL, "
+                      "filled_at = NULL, sale_id = NULL, lot = NULL, expiry = NULL, "
+                      "serial = NULL, label_count = 0, labeled_at = NULL, bin = NULL, "
+                      "will_call_at = NULL, updated_at = ? WHERE fill_id = ?", (now_s, fill_id))
             _event(c, fill_id, now_s, user["id"], "refill",
                    {"refill_number": n, "reopened": True})
     return RxChanged((fill_id,), (rx_id,), "intake")
@@ -576,6 +581,31 @@ def cancel(store: Store, user: dict[str, Any], fill_id: str, reason: str) -> RxC
                   (now_s, fill_id))
         _event(c, fill_id, now_s, user["id"], "cancel", {"reason": reason})
     return RxChanged((fill_id,), (r["rx_id"],), "cancelled")
+
+
+def return_to_stock(store: Store, user: dict[str, Any], fill_id: str,
+                    reason: str) -> RxChanged:
+    """A fill that was filled but not handed over goes back on the shelf: its sale's units
+    return to the lots they came from (controlled ones with a register entry), the fill is
+    ``returned``, and the refill is not used up (``refill`` starts it again). A PMP report
+    leaves the dispensing out, or voids it if a report already sent it."""
+    users.require(user, "return_to_stock")
+    if not reason.strip():
+        raise BadInput("returning a fill to stock needs a reason", code="REASON_REQUIRED")
+    now_s = iso(store.clock())
+    with store.transaction() as c:
+        r = _fill_row(c, fill_id)
+        _expect(r, *RETURNABLE_STATES)
+        stock = StockChanged()
+        if r["sale_id"]:
+            stock = return_sale(c, store.replica_id, r["sale_id"], user["id"], reason.strip(),
+                                now_s, fill_id=fill_id)
+        c.execute("UPDATE fills SET state = 'returned', updated_at = ? WHERE fill_id = ?",
+                  (now_s, fill_id))
+        _event(c, fill_id, now_s, user["id"], "return_to_stock",
+               {"reason": reason.strip(), "sale_id": r["sale_id"], "bin": r["bin"]})
+    return RxChanged((fill_id,), (r["rx_id"],), "returned", stock=stock,
+                     details={"sale_id": r["sale_id"], "bin": r["bin"]})
 
 
 # ---- fill -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pharmacy import catalog, gs1, inventory, outbox, register
 from pharmacy.canonical import canonical_json, compact_json
 from pharmacy.clock import iso, parse_iso
 from pharmacy.compliance import ComplianceGate, ComplianceRequest, Decision, LineFacts
-from pharmacy.errors import BadInput, ComplianceDenied
+from pharmacy.errors import BadInput, ComplianceDenied, DomainRefusal, NotFound
 from pharmacy.gs1 import ScanData, parse_scan
 from pharmacy.history import SqlHistory
 from pharmacy.ids import new_id
@@ -337,6 +337,54 @@ def sale_record(conn: sqlite3.Connection, sale_id: str) -> dict[str, Any]:
             for ln in lines
         ],
     }
+
+
+class SaleNotReturnable(DomainRefusal):
+    code = "SALE_NOT_RETURNABLE"
+
+
+def return_sale(conn: sqlite3.Connection, replica_id: str, sale_id: str, user_id: str,
+                reason: str, now_s: str, *, fill_id: str | None = None) -> StockChanged:
+    """Put a committed sale's units back into the batches they came from (call inside a
+    transaction): a prescription filled and never handed over. Each controlled line gets a
+    ``return`` register entry; the return is recorded (``sale_returns``) and synced as its own
+    event, and the sale's row stays as it was committed. A sale is returned at most once, and
+    never once it has been paid."""
+    sale = conn.execute("SELECT total_cents FROM sales WHERE sale_id = ?", (sale_id,)).fetchone()
+    if sale is None:
+        raise NotFound(f"no sale {sale_id}", code="UNKNOWN_SALE")
+    if conn.execute("SELECT 1 FROM sale_returns WHERE sale_id = ?", (sale_id,)).fetchone():
+        raise SaleNotReturnable(f"sale {sale_id} was already returned to stock",
+                                code="SALE_ALREADY_RETURNED")
+    if conn.execute("SELECT 1 FROM tenders WHERE sale_id = ?", (sale_id,)).fetchone():
+        raise SaleNotReturnable(f"sale {sale_id} has been paid: medicine handed over is not "
+                                "returned to stock", code="SALE_PAID")
+    rows = conn.execute("SELECT a.line_no, a.batch_id, a.lot, a.expiry, a.qty, l.ndc "
+                        "FROM allocations a JOIN sale_lines l ON l.sale_id = a.sale_id AND "
+                        "l.line_no = a.line_no WHERE a.sale_id = ? ORDER BY a.line_no",
+                        (sale_id,)).fetchall()
+    conn.executemany(SQL_LOCAL_ADD, [
+        local_add_params(inventory.counter_id(r[1]), replica_id, int(r[4])) for r in rows])
+    reg = 0
+    for _line, batch_id, lot, expiry, qty, ndc in rows:
+        product = catalog.lookup(conn, ndc)
+        if product.dea_schedule:
+            register.append(conn, replica_id, now_s, "return", {
+                "ndc": product.ndc, "name": product.name, "schedule": product.dea_schedule,
+                "batch_id": batch_id, "lot": lot, "expiry": expiry, "qty": int(qty),
+                "sale_id": sale_id, "fill_id": fill_id, "user_id": user_id, "reason": reason,
+            })
+            reg += 1
+    allocations = [[r[1], r[2], r[3], int(r[4])] for r in rows]
+    conn.execute("INSERT INTO sale_returns(sale_id, created_at, replica_id, user_id, reason, "
+                 "fill_id, allocations) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (sale_id, now_s, replica_id, user_id, reason, fill_id,
+                  compact_json(allocations)))
+    outbox.append_event(conn, replica_id, "sale_return", now_s, {
+        "sale_id": sale_id, "created_at": now_s, "user_id": user_id, "reason": reason,
+        "fill_id": fill_id, "total_cents": int(sale[0]), "allocations": allocations})
+    return StockChanged(tuple(dict.fromkeys(r[1] for r in rows)),
+                        tuple(dict.fromkeys(r[5] for r in rows)), reg)
 
 
 def _allocations_json(allocations: tuple[Allocation, ...]) -> str:

@@ -221,35 +221,66 @@ class Dispensing:
     rx: dict[str, Any]
     patient_id: str
     patient: dict[str, Any]
+    status: str = "00"  # DSP01: "00" a new record, "02" the void of one sent before [B]
+
+
+_DISPENSED = (
+    "SELECT s.sale_id, s.created_at, s.rx, s.patient_id, json_extract(r.body, '$.ndc'), "
+    "SUM(r.qty) FROM register r JOIN sales s ON s.sale_id = json_extract(r.body, '$.sale_id') "
+    "WHERE r.kind = 'dispense' AND {where} "
+    "GROUP BY s.sale_id, json_extract(r.body, '$.ndc') ORDER BY s.created_at, s.sale_id")
+_NOT_RETURNED = "NOT EXISTS (SELECT 1 FROM sale_returns x WHERE x.sale_id = s.sale_id)"
 
 
 def collect_dispensings(conn: sqlite3.Connection, vault: Any, user_id: str, start: date,
                         end: date, tz: tzinfo) -> list[Dispensing]:
     """Controlled-substance dispensings (the register's ``dispense`` entries) whose sale falls
-    on a local date from ``start`` to ``end``, in sale order. Each patient record is read
-    through ``vault`` (a ``pharmacy.phi.PhiVault``), so every read is in the audit log."""
+    on a local date from ``start`` to ``end``, in sale order, leaving out sales returned to
+    stock; then the voids (DSP01 ``02``) still owed: dispensings returned to stock after a
+    production report had sent them, which no production report has voided yet. Each
+    patient record is read through ``vault`` (a ``pharmacy.phi.PhiVault``), so every read is
+    in the audit log."""
     from pharmacy import catalog
 
-    lo = datetime.combine(start, time(0), tz).astimezone(UTC)
-    hi = datetime.combine(end + timedelta(days=1), time(0), tz).astimezone(UTC)
-    rows = conn.execute(
-        "SELECT s.sale_id, s.created_at, s.rx, s.patient_id, json_extract(r.body, '$.ndc'), "
-        "SUM(r.qty) FROM register r JOIN sales s ON s.sale_id = json_extract(r.body, "
-        "'$.sale_id') WHERE r.kind = 'dispense' AND s.created_at >= ? AND s.created_at < ? "
-        "GROUP BY s.sale_id, json_extract(r.body, '$.ndc') ORDER BY s.created_at, s.sale_id",
-        (iso(lo), iso(hi))).fetchall()
+    lo = iso(datetime.combine(start, time(0), tz).astimezone(UTC))
+    hi = iso(datetime.combine(end + timedelta(days=1), time(0), tz).astimezone(UTC))
+    new_rows = conn.execute(_DISPENSED.format(
+        where=f"s.created_at >= ? AND s.created_at < ? AND {_NOT_RETURNED}"), (lo, hi))
     out: list[Dispensing] = []
     patients: dict[str, dict[str, Any]] = {}
-    for sale_id, created, rx_json, patient_id, ndc, qty in rows:
-        if not patient_id:  # a controlled dispense always has a patient; skip a broken row
-            continue
-        if patient_id not in patients:
-            patients[patient_id] = vault.get(patient_id, user_id)
-        product = catalog.lookup(conn, ndc)
-        out.append(Dispensing(
-            sale_id, ndc, product.ndc11.replace("-", ""), product.unit, int(qty),
-            parse_iso(created).astimezone(tz).date(), json.loads(rx_json) if rx_json else {},
-            patient_id, patients[patient_id]))
+    for status, rows in (("00", new_rows.fetchall()), ("02", owed_voids(conn, tz))):
+        for sale_id, created, rx_json, patient_id, ndc, qty in rows:
+            if not patient_id:  # a controlled dispense always has a patient; skip a broken row
+                continue
+            if patient_id not in patients:
+                patients[patient_id] = vault.get(patient_id, user_id)
+            product = catalog.lookup(conn, ndc)
+            out.append(Dispensing(
+                sale_id, ndc, product.ndc11.replace("-", ""), product.unit, int(qty),
+                parse_iso(created).astimezone(tz).date(),
+                json.loads(rx_json) if rx_json else {}, patient_id, patients[patient_id],
+                status))
+    return out
+
+
+def owed_voids(conn: sqlite3.Connection, tz: tzinfo) -> list[Any]:
+    """The dispensing rows (as ``_DISPENSED`` reads them) of sales returned to stock after a
+    production report covering their day had been made, not yet voided by one."""
+    rows = conn.execute(_DISPENSED.format(
+        where="s.sale_id IN (SELECT sale_id FROM sale_returns WHERE pmp_void_report IS NULL)")
+    ).fetchall()
+    if not rows:
+        return []
+    reports = [(date.fromisoformat(a), date.fromisoformat(b), str(c)) for a, b, c in
+               conn.execute("SELECT period_start, period_end, created_at FROM pmp_reports "
+                            "WHERE production = 1")]
+    returned_at = dict(conn.execute("SELECT sale_id, created_at FROM sale_returns WHERE "
+                                    "pmp_void_report IS NULL").fetchall())
+    out = []
+    for row in rows:
+        day = parse_iso(row[1]).astimezone(tz).date()
+        if any(a <= day <= b and made < returned_at[row[0]] for a, b, made in reports):
+            out.append(row)
     return out
 
 
@@ -319,7 +350,7 @@ def dispense_report(items: Sequence[Dispensing], *, control_number: str, created
                                                                    dict) else {}
             partial = rx.get("partial_fill")
             segs.append(seg(
-                "DSP", "00", rx.get("rx_number", ""), _yyyymmdd(rx.get("written_on")),
+                "DSP", d.status, rx.get("rx_number", ""), _yyyymmdd(rx.get("written_on")),
                 rx.get("refills_authorized", ""), _yyyymmdd(d.filled),
                 rx.get("refill_number", 0) or 0, "01", d.ndc11, d.qty,
                 rx.get("days_supply", ""), _UNIT_CODES.get(d.unit.strip().lower(), "01"),
@@ -377,20 +408,26 @@ def write_report(store: Any, vault: Any, *, user_id: str, start: date, end: date
     except OSError as e:
         raise BadInput(f"cannot write {out}: {e.strerror}", code="BAD_OUTPUT_FILE") from None
     digest = hashlib.sha256(data).hexdigest()
+    voids = sum(d.status == "02" for d in items)
     report_id = new_id()
     created = iso(now)
     with store.transaction() as c:
         c.execute("INSERT INTO pmp_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                   (report_id, created, user_id, start.isoformat(), end.isoformat(), control,
-                   len(items), int(production), digest, str(path)))
+                   len(items) - voids, int(production), digest, str(path)))
+        if production and voids:
+            c.executemany("UPDATE sale_returns SET pmp_void_report = ? WHERE sale_id = ?",
+                          [(report_id, d.sale_id) for d in items if d.status == "02"])
         c.execute("INSERT INTO audit_log(created_at, user_id, action, subject, detail) "
                   "VALUES (?, ?, 'pmp.report', ?, ?)",
                   (created, user_id, report_id,
                    json.dumps({"period": [start.isoformat(), end.isoformat()],
-                               "dispensings": len(items), "sha256": digest})))
+                               "dispensings": len(items) - voids, "voids": voids,
+                               "sha256": digest})))
     return {"report_id": report_id, "file": str(path), "control_number": control,
             "period": {"from": start.isoformat(), "to": end.isoformat()},
-            "dispensings": len(items), "patients": len({d.patient_id for d in items}),
+            "dispensings": len(items) - voids, "voids": voids,
+            "patients": len({d.patient_id for d in items}),
             "zero_report": not items, "segments": len(f.segments),
             "production": production, "sha256": digest}
 
@@ -410,7 +447,7 @@ def report_status(conn: sqlite3.Connection, now: datetime, tz: tzinfo, *,
     rows = conn.execute(
         "SELECT DISTINCT s.sale_id, s.created_at, s.jurisdiction FROM register r JOIN sales s "
         "ON s.sale_id = json_extract(r.body, '$.sale_id') WHERE r.kind = 'dispense' AND "
-        "r.created_at >= ? ORDER BY s.created_at", (lo,)).fetchall()
+        f"r.created_at >= ? AND {_NOT_RETURNED} ORDER BY s.created_at", (lo,)).fetchall()
     queue = []
     days: set[date] = set()
     for sale_id, created, jurisdiction in rows:
@@ -431,7 +468,9 @@ def report_status(conn: sqlite3.Connection, now: datetime, tz: tzinfo, *,
             "control_number": last[5]},
         "unreported": {"dispensings": len(queue),
                        "days": [d.isoformat() for d in sorted(days)],
-                       "oldest": queue[0]["dispensed_at"].isoformat() if queue else None},
+                       "oldest": queue[0]["dispensed_at"].isoformat() if queue else None,
+                       # returned to stock after a report sent them: the next one voids them
+                       "voids": len({r[0] for r in owed_voids(conn, tz)})},
         "alerts": [{"code": a.code, "message": a.message, "citation": a.citation,
                     "due": a.due.isoformat() if a.due else None} for a in alerts],
     }

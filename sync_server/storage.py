@@ -1119,8 +1119,9 @@ class SqlServerStore(ABC):
     def sales_report(self, tenant_id: str, store_id: str, start: date, end: date,
                      tz: tzinfo = UTC) -> dict[str, Any]:
         """A store's trading from ``start`` to ``end`` (local dates in ``tz``) as its terminals
-        pushed it: sales and money by day and by terminal, refused attempts by code, and
-        controlled-substance units dispensed by schedule."""
+        pushed it: sales and money by day and by terminal, refused attempts by code,
+        controlled-substance units dispensed by schedule, and the sales returned to stock in
+        the period (by when they were returned) with the total net of them."""
         if end < start:
             raise BadRequest(f"the period ends ({end}) before it starts ({start})",
                              code="BAD_PERIOD")
@@ -1132,14 +1133,16 @@ class SqlServerStore(ABC):
             # side, then each is placed by its own time
             rows = tx.all(
                 "SELECT kind, body, terminal_id, created_at FROM events WHERE tenant_id = ? AND "
-                "store_id = ? AND kind IN ('sale', 'decision', 'register') AND created_at >= ? "
-                "AND created_at < ?", (tenant_id, store_id, iso(lo - timedelta(days=1)),
-                                       iso(hi + timedelta(days=1))))
+                "store_id = ? AND kind IN ('sale', 'decision', 'register', 'sale_return') AND "
+                "created_at >= ? AND created_at < ?",
+                (tenant_id, store_id, iso(lo - timedelta(days=1)), iso(hi + timedelta(days=1))))
         days: dict[str, list[int]] = {}
         terminals: dict[str, list[int]] = {}
         money = [0, 0, 0]  # subtotal, tax, total (cents)
         refused: dict[str, int] = {}
         controlled: dict[str, int] = {}
+        controlled_returned: dict[str, int] = {}
+        returned = [0, 0]  # sales, total (cents)
         for kind, text, terminal, stamped in rows:
             body = json.loads(text)
             try:  # a sale at its own time; a refusal or a register entry when it was recorded
@@ -1162,9 +1165,13 @@ class SqlServerStore(ABC):
                 reasons = body.get("reasons") or [{}]
                 code = str(reasons[0].get("code") or "COMPLIANCE_DENIED")
                 refused[code] = refused.get(code, 0) + 1
-            elif kind == "register" and body.get("kind") == "dispense":
+            elif kind == "register" and body.get("kind") in ("dispense", "return"):
                 sched = str(json.loads(body.get("body") or "{}").get("schedule") or "?")
-                controlled[sched] = controlled.get(sched, 0) + int(body.get("qty") or 0)
+                units = controlled if body["kind"] == "dispense" else controlled_returned
+                units[sched] = units.get(sched, 0) + int(body.get("qty") or 0)
+            elif kind == "sale_return":
+                returned[0] += 1
+                returned[1] += int(body.get("total_cents") or 0)
         return {
             "tenant_id": tenant_id, "store_id": store_id,
             "period": {"from": start.isoformat(), "to": end.isoformat()}, "tz": str(tz),
@@ -1177,6 +1184,9 @@ class SqlServerStore(ABC):
             "refused": {"attempts": sum(refused.values()), "by_code": dict(sorted(
                 refused.items()))},
             "controlled_dispensed": dict(sorted(controlled.items())),
+            "returned": {"sales": returned[0], "total": fmt(returned[1]),
+                         "controlled_units": dict(sorted(controlled_returned.items()))},
+            "net_total": fmt(money[2] - returned[1]),
         }
 
     def store_counters(self, tenant_id: str, store_id: str) -> list[tuple[str, str, int, int]]:

@@ -418,6 +418,9 @@ class Counter:
     def rx_cancel(self, fill_id: str, reason: str) -> rx.RxChanged:
         return rx.cancel(self.store, self.user, fill_id, reason)
 
+    def rx_return_to_stock(self, fill_id: str, reason: str) -> rx.RxChanged:
+        return rx.return_to_stock(self.store, self.user, fill_id, reason)
+
     def rx_refill(self, fill_id: str) -> rx.RxChanged:
         rx_id = self.store.conn.execute("SELECT rx_id FROM fills WHERE fill_id = ?",
                                         (fill_id,)).fetchone()

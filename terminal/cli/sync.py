@@ -202,7 +202,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         *(f"  {d['date']}  {d['sales']:>5} sales  {d['total']:>12}" for d in out["by_day"]),
         *(f"  refused {code}: {n}" for code, n in refused["by_code"].items()),
         *(f"  dispensed {sched}: {n} units" for sched, n in
-          out["controlled_dispensed"].items())]))
+          out["controlled_dispensed"].items()),
+        *([f"  returned to stock: {out['returned']['sales']} sales, "
+           f"{out['returned']['total']}; net total {out['net_total']}"]
+          if out["returned"]["sales"] else [])]))
     return 0
 
 

@@ -32,8 +32,9 @@ from terminal.screens.widgets import Action, esc, form, heading, line, muted, pr
 
 FILTERS = (("Open", core_rx.OPEN_STATES), ("Entered", ("intake",)),
            ("Verified", ("verified",)), ("Filled", ("filled", "labeled")),
-           ("Will-call", ("will_call",)), ("Done", ("picked_up", "cancelled")))
-MODES = ("details", "intake", "verify", "fill", "will_call", "pickup", "history", "cancel")
+           ("Will-call", ("will_call",)), ("Done", ("picked_up", "cancelled", "returned")))
+MODES = ("details", "intake", "verify", "fill", "will_call", "pickup", "history", "cancel",
+         "return")
 
 
 class RxScreen(Screen):
@@ -75,6 +76,7 @@ class RxScreen(Screen):
         self._build_pickup()
         self._build_history()
         self._build_cancel()
+        self._build_return()
         root.addLayout(left, 1)
         root.addWidget(self.stack)
         self.mode = "details"
@@ -280,6 +282,20 @@ class RxScreen(Screen):
         lay.addStretch(1)
         self._page("cancel", w)
 
+    def _build_return(self) -> None:
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        lay.addWidget(heading("Return this fill to stock"))
+        lay.addWidget(muted("For a fill that was never picked up: its units go back to the "
+                            "lots they came from (controlled ones with a register entry), and "
+                            "the refill can be started again."))
+        self.r_reason = line("reason (required), e.g. not picked up in 14 days")
+        self.r_reason.returnPressed.connect(self.confirm_return)
+        lay.addWidget(self.r_reason)
+        lay.addWidget(primary("Return to stock  (Shift+F9)", self.confirm_return))
+        lay.addStretch(1)
+        self._page("return", w)
+
     def set_mode(self, mode: str) -> None:
         self.mode = mode
         self.stack.setCurrentWidget(self.pages[mode])
@@ -310,10 +326,13 @@ class RxScreen(Screen):
             Action("Shift+F6", "History", self.show_history, self.can("read_med_history")
                    and bool(row)),
             Action("Shift+F7", "Refill", self.refill, self.can("rx_intake")
-                   and st in ("picked_up",)),
+                   and st in ("picked_up", "cancelled", "returned")),
             Action("Shift+F8", "Cancel fill",
                    self.confirm_cancel if m == "cancel" else self.start_cancel,
                    self.can("rx_intake") and st in ("intake", "verified")),
+            Action("Shift+F9", "Return to stock",
+                   self.confirm_return if m == "return" else self.start_return,
+                   self.can("return_to_stock") and st in core_rx.RETURNABLE_STATES),
         ]
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
@@ -420,7 +439,9 @@ class RxScreen(Screen):
                 "labeled": "Next: place in will-call (F9).",
                 "will_call": "Next: pickup with counselling (F10).",
                 "picked_up": "Picked up. Shift+F7 starts a refill if any are left.",
-                "cancelled": "Cancelled."}.get(row.get("state", ""), "")
+                "cancelled": "Cancelled. Shift+F7 starts this fill again.",
+                "returned": "Returned to stock. Shift+F7 starts this fill again."
+                }.get(row.get("state", ""), "")
 
     def focus_find(self) -> None:
         self.find_box.setFocus()
@@ -768,6 +789,18 @@ class RxScreen(Screen):
         self.c_reason.clear()
         self.set_mode("cancel")
         self.c_reason.setFocus()
+
+    def start_return(self) -> None:
+        self.r_reason.clear()
+        self.set_mode("return")
+        self.r_reason.setFocus()
+
+    def confirm_return(self) -> None:
+        fill_id = self.current_id()
+        if fill_id is None:
+            return
+        self.db(self.counter.rx_return_to_stock, fill_id, self.r_reason.text(),
+                on_done=lambda ch: self.after_write(ch, "Returned to stock."))
 
     def confirm_cancel(self) -> None:
         fill_id = self.current_id()

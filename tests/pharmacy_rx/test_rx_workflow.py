@@ -3,6 +3,7 @@ labeled -> will-call -> picked up, with role checks from the core."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -98,6 +99,93 @@ def test_a_cancelled_fill_is_started_again_under_its_number(
     with pytest.raises(rx.RxRefused) as e:
         rx.refill(store, tech, rx_id)
     assert e.value.code == "RX_FILL_OPEN"
+
+
+def _to_will_call(dispenser: Dispenser, keys: FileKeyProvider,
+                  people: dict[str, dict[str, Any]], serial: str) -> tuple[str, str]:
+    store = dispenser.store
+    ch = rx.intake(store, keys, people["technician"], rx_data(refills_authorized=1))
+    fid = ch.fill_ids[0]
+    rx.verify(store, people["pharmacist"], fid)
+    rx.fill(dispenser, keys, people["technician"], fid,
+            datamatrix(gtin_of(store, AMOX), date(2027, 6, 30), "AM1", serial))
+    rx.label(store, keys, people["technician"], fid)
+    rx.to_will_call(store, people["technician"], fid, "B-2")
+    return fid, ch.rx_ids[0]
+
+
+def test_return_to_stock(dispenser: Dispenser, keys: FileKeyProvider,
+                         people: dict[str, dict[str, Any]]) -> None:
+    """A fill never picked up goes back on the shelf: units back to the lot in the same
+    transaction as the fill's new state, its sale's return recorded and synced, the refill
+    not used up, and the prescription's fill history as if it had not been dispensed."""
+    store = dispenser.store
+    ph, tech = people["pharmacist"], people["technician"]
+    before = on_hand(store.conn, "00093005801:AM1")
+    fid, rx_id = _to_will_call(dispenser, keys, people, "SN7")
+    sale_id = store.conn.execute("SELECT sale_id FROM fills WHERE fill_id = ?",
+                                 (fid,)).fetchone()[0]
+    rx_number = rx.fill_rows(store, keys, ph, [fid])[fid]["rx_number"]
+    assert on_hand(store.conn, "00093005801:AM1") == before - 30
+    assert len(dispenser.history.rx_fill_history(rx_number)) == 1
+    with pytest.raises(users.PermissionDenied):
+        rx.return_to_stock(store, tech, fid, "not picked up")
+    with pytest.raises(BadInput) as e:
+        rx.return_to_stock(store, ph, fid, "  ")
+    assert e.value.code == "REASON_REQUIRED"
+    ch = rx.return_to_stock(store, ph, fid, "not picked up in 14 days")
+    assert ch.state == "returned" and ch.details == {"sale_id": sale_id, "bin": "B-2"}
+    assert ch.stock is not None and ch.stock.batch_ids == ("00093005801:AM1",)
+    assert on_hand(store.conn, "00093005801:AM1") == before
+    c = store.conn
+    assert tuple(c.execute("SELECT user_id, reason, fill_id, allocations FROM sale_returns "
+                           "WHERE sale_id = ?", (sale_id,)).fetchone()) == (
+        ph["id"], "not picked up in 14 days", fid, '[["00093005801:AM1","AM1","2027-06-30",30]]')
+    body = json.loads(c.execute("SELECT body FROM events WHERE kind = 'sale_return'"
+                                ).fetchone()[0])
+    assert body["sale_id"] == sale_id and body["total_cents"] == 30 * 12
+    assert c.execute("SELECT COUNT(*) FROM register WHERE kind = 'return'").fetchone()[0] == 0
+    assert dispenser.history.rx_fill_history(rx_number) == []  # as if never dispensed
+    assert [e["action"] for e in rx.events(c, fid)][-1] == "return_to_stock"
+    with pytest.raises(rx.RxRefused) as e2:  # once
+        rx.return_to_stock(store, ph, fid, "again")
+    assert e2.value.code == "RX_WRONG_STATE"
+    # the same fill (refill 0) starts again and can be filled from the returned units
+    assert rx.refill(store, tech, rx_id).fill_ids == (fid,)
+    row = c.execute("SELECT state, sale_id, lot, bin, label_count FROM fills WHERE fill_id = ?",
+                    (fid,)).fetchone()
+    assert tuple(row) == ("intake", None, None, None, 0)
+    rx.verify(store, ph, fid)
+    rx.fill(dispenser, keys, tech, fid,
+            datamatrix(gtin_of(store, AMOX), date(2027, 6, 30), "AM1", "SN8"))
+    assert len(dispenser.history.rx_fill_history(rx_number)) == 1
+
+
+def test_return_to_stock_only_before_handover(dispenser: Dispenser, keys: FileKeyProvider,
+                                              people: dict[str, dict[str, Any]]) -> None:
+    """Picked up, paid or not yet filled: nothing to put back, and nothing changes."""
+    from pharmacy import sales
+
+    store = dispenser.store
+    ph = people["pharmacist"]
+    fid, _ = _to_will_call(dispenser, keys, people, "SN1")
+    rx.pickup(store, ph, fid, counseling="declined", tender=checkout.Tender("cash", 500))
+    with pytest.raises(rx.RxRefused) as e:
+        rx.return_to_stock(store, ph, fid, "changed mind")
+    assert e.value.code == "RX_WRONG_STATE"
+    sale_id = store.conn.execute("SELECT sale_id FROM fills WHERE fill_id = ?",
+                                 (fid,)).fetchone()[0]
+    stock = on_hand(store.conn, "00093005801:AM1")
+    with pytest.raises(sales.SaleNotReturnable) as e2, store.transaction() as c:
+        sales.return_sale(c, store.replica_id, sale_id, ph["id"], "refund", "2026-11-27T00:00:00Z")
+    assert e2.value.code == "SALE_PAID"
+    with pytest.raises(NotFound), store.transaction() as c:
+        sales.return_sale(c, store.replica_id, "no-such-sale", ph["id"], "x", "t")
+    assert on_hand(store.conn, "00093005801:AM1") == stock
+    assert store.conn.execute("SELECT COUNT(*) FROM sale_returns").fetchone()[0] == 0
+    intake = _intake(store, keys, people["technician"])
+    with pytest.raises(rx.RxRefused):
+        rx.return_to_stock(store, ph, intake, "not filled yet")
 
 
 def test_scan_verify_blocks_wrong_product_wrong_lot_and_expired(

@@ -40,8 +40,9 @@ PHARMACY = {"pharmacy.npi": "1234567893", "pharmacy.dea": "FP1234563",
             "pharmacy.phone": "(512) 555-0100"}
 
 
-def _store(tmp_path: Path, pharmacy: bool = True) -> Store:
-    store = Store.init(tmp_path / "term", "pmp-store")
+def _store(tmp_path: Path, pharmacy: bool = True, clock: Any = None) -> Store:
+    store = (Store.init(tmp_path / "term", "pmp-store") if clock is None
+             else Store.init(tmp_path / "term", "pmp-store", clock=clock))
     store.set_setting("jurisdiction", "US-TX")
     if pharmacy:
         for k, v in PHARMACY.items():
@@ -154,13 +155,71 @@ def test_a_days_controlled_dispensings_are_reported(tmp_path: Path) -> None:
                      ).fetchone()[0] == 2
     assert integrations.pmp_status(store) == integrations.PmpStatus(0, None)
     after = pmp.report_status(c, late, UTC)
-    assert after["unreported"] == {"dispensings": 0, "days": [], "oldest": None}
+    assert after["unreported"] == {"dispensings": 0, "days": [], "oldest": None, "voids": 0}
     assert after["alerts"] == [] and after["last_report"]["period"] == {
         "from": day.isoformat(), "to": day.isoformat()}
     # the next day holds none of these: a zero report
     nxt = pmp.write_report(store, _vault(store), user_id="u-ph", start=day + timedelta(1),
                            end=day + timedelta(1), tz=UTC, out=str(tmp_path / "z.asap"))
     assert nxt["zero_report"] and nxt["dispensings"] == 0
+    store.close()
+
+
+def test_returned_dispensings_are_left_out_or_voided(tmp_path: Path) -> None:
+    """A controlled fill returned to stock before its day is reported is not reported; one
+    returned after a production report sent it is voided (DSP01 02) by the next production
+    report, once. The return puts the units back with a register entry of its own."""
+    from pharmacy import register, sales
+    from pharmacy.clock import iso
+
+    now = [datetime(2026, 11, 2, 15, 0, tzinfo=UTC)]
+    store = _store(tmp_path, clock=lambda: now[0])
+    today = now[0].date().isoformat()
+    day = now[0].date()
+    _sell(store, PATIENTS[0], [{"ndc": CII["ndc"], "qty": 10}], _rx("RX1", today))
+    early = _sell(store, PATIENTS[1], [{"ndc": CII["ndc"], "qty": 5}], _rx("RX2", today))
+    late = _sell(store, PATIENTS[1], [{"ndc": CII["ndc"], "qty": 3}], _rx("RX3", today))
+    stock = "SELECT SUM(p - n) FROM counters WHERE counter_id LIKE 'stock:00406055201:%'"
+    on_shelf = store.conn.execute(stock).fetchone()[0]
+
+    def give_back(sale: Any) -> None:
+        with store.transaction() as c:
+            sales.return_sale(c, store.replica_id, sale.sale_id, "u-ph", "not picked up",
+                              iso(now[0]))
+
+    now[0] += timedelta(hours=1)
+    give_back(early)  # before any report
+    assert store.conn.execute(stock).fetchone()[0] == on_shelf + 5
+    entries = store.conn.execute("SELECT kind, qty FROM register WHERE kind = 'return'"
+                                 ).fetchall()
+    assert [tuple(e) for e in entries] == [("return", 5)]
+    assert register.verify(store.conn).ok
+    now[0] = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)  # next morning: the day's report
+    first = pmp.write_report(store, _vault(store), user_id="u-ph", start=day, end=day, tz=UTC,
+                             out=str(tmp_path / "d1.asap"))
+    assert (first["dispensings"], first["voids"]) == (2, 0)  # RX1 and RX3, not RX2
+    f1 = pmp.validate_asap((tmp_path / "d1.asap").read_text())
+    assert sorted(s[2] for s in f1.segments if s[0] == "DSP") == ["RX1", "RX3"]
+    now[0] += timedelta(hours=2)
+    give_back(late)  # already reported: owed a void
+    status = pmp.report_status(store.conn, now[0], UTC)
+    assert status["unreported"]["voids"] == 1 and status["unreported"]["dispensings"] == 0
+    test_run = pmp.write_report(store, _vault(store), user_id="u-ph", start=day + timedelta(1),
+                                end=day + timedelta(1), tz=UTC, out=str(tmp_path / "t.asap"),
+                                production=False)
+    assert test_run["voids"] == 1  # a test file shows it, and still owes it
+    now[0] = datetime(2026, 11, 4, 8, 0, tzinfo=UTC)
+    second = pmp.write_report(store, _vault(store), user_id="u-ph", start=day + timedelta(1),
+                              end=day + timedelta(1), tz=UTC, out=str(tmp_path / "d2.asap"))
+    assert (second["dispensings"], second["voids"], second["zero_report"]) == (0, 1, False)
+    f2 = pmp.validate_asap((tmp_path / "d2.asap").read_text())
+    assert f2.ids() == ["TH", "IS", "PHA", "PAT", "DSP", "PRE", "TP", "TT"]
+    dsp = next(s for s in f2.segments if s[0] == "DSP")
+    assert (dsp[1], dsp[2], dsp[5], dsp[9]) == ("02", "RX3", f"{day:%Y%m%d}", "3")
+    assert pmp.report_status(store.conn, now[0], UTC)["unreported"]["voids"] == 0
+    third = pmp.write_report(store, _vault(store), user_id="u-ph", start=day + timedelta(2),
+                             end=day + timedelta(2), tz=UTC, out=str(tmp_path / "d3.asap"))
+    assert third["voids"] == 0 and third["zero_report"]  # voided once
     store.close()
 
 

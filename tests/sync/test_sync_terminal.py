@@ -21,7 +21,8 @@ import keyring
 import pytest
 
 from crdt import shared_doc
-from pharmacy import catalog, inventory, replication
+from pharmacy import catalog, inventory, replication, sales
+from pharmacy.clock import iso
 from pharmacy.compliance import InterimGate
 from pharmacy.errors import PharmosError
 from pharmacy.sales import Dispenser
@@ -206,6 +207,11 @@ def test_head_office_sales_report(tmp_path: Path, server: ServerProcess,
                    "pmp_checked": True, "prescriber": {
                        "name": "Dr. Maria Alvarez", "address": "1200 Main St, Austin TX 78701",
                        "dea": "BA1234563"}}}).total_cents)
+        rx_sale = s.conn.execute("SELECT sale_id FROM sales WHERE rx_number = 'RXR1'"
+                                 ).fetchone()[0]
+        with s.transaction() as c:  # never picked up: back on the shelf
+            sales.return_sale(c, s.replica_id, rx_sale, "u-ph", "not picked up",
+                              iso(s.clock()))
     for t in (a, b):
         t.sync()
     today = TODAY
@@ -213,6 +219,9 @@ def test_head_office_sales_report(tmp_path: Path, server: ServerProcess,
     from pharmacy.money import fmt
 
     assert rep["sales"] == 3 and rep["total"] == fmt(sum(totals))
+    assert rep["returned"] == {"sales": 1, "total": fmt(totals[2]),
+                               "controlled_units": {"CII": 12}}
+    assert rep["net_total"] == fmt(totals[0] + totals[1])
     assert [d["date"] for d in rep["by_day"]] == [today.isoformat()]
     assert sorted(t["sales"] for t in rep["by_terminal"]) == [1, 2]
     assert rep["refused"] == {"attempts": 1, "by_code": {"POLICY_ENGINE_MISSING": 1}}

@@ -158,3 +158,57 @@ def test_scan_on_the_rx_queue_goes_to_the_sale(term: Term) -> None:
     term.wedge_scan(datamatrix(term.gtin(IBU), "2027-01-31", "IB2701"))
     assert term.win.current is term.win.sale
     assert term.win.sale.cart_model.rowCount() == 1
+
+
+def test_a_fill_never_picked_up_goes_back_to_stock(term: Term) -> None:
+    """Will-call -> return to stock (a pharmacist, with a reason): the units go back to the
+    lot, the fill is returned, and Shift+F7 starts it again under the same number."""
+    r = term.win.rx
+    term.sign_in("pharmacist")
+    term.fkey("F3")
+    enter_rx(term, WARFARIN)
+    select_state(term, "intake")
+    term.fkey("F6")
+    term.fkey("F6")
+    assert r.current_row()["state"] == "verified"  # type: ignore[index]
+    on_hand = "SELECT SUM(p - n) FROM counters WHERE counter_id = 'stock:00832121510:WF1'"
+    before = term.sql(on_hand)[0][0]
+    term.fkey("F7")
+    term.wedge_scan(datamatrix(term.gtin(WARFARIN), "2027-08-31", "WF1", "S7"))
+    assert r.current_row()["state"] == "filled"  # type: ignore[index]
+    assert term.sql(on_hand)[0][0] == before - 30
+    term.fkey("F8")
+    term.wait_until(lambda: r.print_status == "done")
+    term.fkey("F9")
+    r.w_bin.setText("c-3")
+    term.fkey("F9")
+    assert r.current_row()["state"] == "will_call"  # type: ignore[index]
+
+    term.fkey("F11")
+    term.sign_in("technician")  # not a technician's call
+    term.fkey("F3")
+    r.tabs.setCurrentIndex(4)
+    term.settle()
+    select_state(term, "will_call")
+    assert not {a.key: a for a in r.fkey_actions()}["Shift+F9"].enabled
+    term.fkey("F11")
+    term.sign_in("pharmacist")
+    term.fkey("F3")
+    r.tabs.setCurrentIndex(4)
+    term.settle()
+    select_state(term, "will_call")
+    term.fkey("Shift+F9")
+    assert r.mode == "return"
+    term.fkey("Shift+F9")  # no reason given
+    assert term.error_code == "REASON_REQUIRED" and r.mode == "return"
+    r.r_reason.setText("not picked up in 14 days")
+    term.fkey("Shift+F9")
+    assert "Returned to stock." in term.error
+    assert term.sql(on_hand)[0][0] == before  # the 30 tablets are back on WF1
+    assert term.sql("SELECT state FROM fills") == [("returned",)]
+    assert term.sql("SELECT reason FROM sale_returns") == [("not picked up in 14 days",)]
+    r.tabs.setCurrentIndex(r.tabs.count() - 1)  # Done
+    term.settle()
+    select_state(term, "returned")
+    term.fkey("Shift+F7")  # the refill was not used up: the same fill starts again
+    assert term.sql("SELECT state, refill_number, sale_id FROM fills") == [("intake", 0, None)]
