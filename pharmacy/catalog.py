@@ -85,13 +85,37 @@ class Product:
 _PARSED: dict[tuple[Any, ...], Product] = {}
 
 
+def _entry_error(where: str, message: str) -> BadInput:
+    return BadInput(f"{where}: {message}", code="BAD_CATALOG_ENTRY")
+
+
+def _text(d: Mapping[str, Any], key: str, where: str) -> str | None:
+    v = d.get(key)
+    if v is None or isinstance(v, str):
+        return v
+    raise _entry_error(where, f"{key} must be text, got {v!r}")
+
+
+def _whole(d: Mapping[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _entry_error(where, f"{key} must be a whole number from {lo} to {hi}, got {v!r}")
+    return v
+
+
 def product_from_json(d: Mapping[str, Any]) -> Product:
     """Validate one catalog entry (demo catalog, head-office push, CLI)."""
-    try:
-        parts = parse_hyphenated_ndc(str(d["ndc"]))
-        name = str(d["name"]).strip()
-    except KeyError as e:
-        raise BadInput(f"catalog entry lacks {e.args[0]}", code="BAD_CATALOG_ENTRY") from None
+    if not isinstance(d, Mapping):
+        raise BadInput(f"a catalog entry must be an object, got {d!r:.60}",
+                       code="BAD_CATALOG_ENTRY")
+    for key in ("ndc", "name"):
+        if key not in d:
+            raise BadInput(f"catalog entry lacks {key}", code="BAD_CATALOG_ENTRY")
+        if not isinstance(d[key], str):
+            raise BadInput(f"catalog entry's {key} must be text, got {d[key]!r:.60}",
+                           code="BAD_CATALOG_ENTRY")
+    parts = parse_hyphenated_ndc(d["ndc"])
+    name = d["name"].strip()
     if not name:
         raise BadInput(f"catalog entry {parts.ndc10} has no name", code="BAD_CATALOG_ENTRY")
     dea = d.get("dea_schedule")
@@ -102,24 +126,34 @@ def product_from_json(d: Mapping[str, Any]) -> Product:
     if india not in (None, *INDIA_SCHEDULES):
         raise BadInput(f"{parts.ndc10}: India schedule {india!r} is not G/H/H1/X",
                        code="BAD_CATALOG_ENTRY")
-    pack = int(d.get("pack_size", 1))
-    if pack < 1:
-        raise BadInput(f"{parts.ndc10}: pack size must be at least 1", code="BAD_CATALOG_ENTRY")
+    where = parts.ndc10
+    pack = _whole(d, "pack_size", 1, 1, 1_000_000, where)
+    tax = _whole(d, "tax_rate_bp", 0, 0, 10_000, where)  # 0 to 100%
     gtin = gtin_from_ndc(parts)
     if d.get("gtin") and d["gtin"] != gtin:
         raise BadInput(f"{parts.ndc10}: GTIN {d['gtin']} does not embed this NDC (expected {gtin})",
                        code="BAD_CATALOG_ENTRY")
     pse = d.get("pse_mg_per_unit")
+    if pse is not None and (isinstance(pse, bool) or not isinstance(pse, (int, float))
+                            or not 0 <= pse <= 10_000):
+        raise _entry_error(where, f"pse_mg_per_unit must be milligrams per unit, got {pse!r}")
+    ingredients = d.get("ingredients", ())
+    if not isinstance(ingredients, (list, tuple)) or not all(
+            isinstance(i, str) for i in ingredients):
+        raise _entry_error(where, f"ingredients must be a list of names, got {ingredients!r}")
+    attrs = d.get("attrs", {})
+    if not isinstance(attrs, Mapping):
+        raise _entry_error(where, f"attrs must be an object, got {attrs!r}")
     return Product(
         ndc=parts.ndc10, ndc11=parts.ndc11, gtin=gtin, name=name,
-        generic_name=d.get("generic_name"), ingredients=tuple(d.get("ingredients", ())),
-        strength=d.get("strength"), dosage_form=d.get("dosage_form"), route=d.get("route"),
-        unit=str(d.get("unit", "each")), pack_size=pack,
+        generic_name=_text(d, "generic_name", where), ingredients=tuple(ingredients),
+        strength=_text(d, "strength", where), dosage_form=_text(d, "dosage_form", where),
+        route=_text(d, "route", where), unit=_text(d, "unit", where) or "each", pack_size=pack,
         price_cents=to_cents(d.get("price", "0"), field="price"),
-        tax_rate_bp=int(d.get("tax_rate_bp", 0)), rx_only=bool(d.get("rx_only", False)),
+        tax_rate_bp=tax, rx_only=bool(d.get("rx_only", False)),
         dea_schedule=dea, india_schedule=india, cmea=bool(d.get("cmea", False)),
-        pse_mg_per_unit=None if pse is None else float(pse), appl=d.get("appl"),
-        manufacturer=d.get("manufacturer"), attrs=dict(d.get("attrs", {})),
+        pse_mg_per_unit=None if pse is None else float(pse), appl=_text(d, "appl", where),
+        manufacturer=_text(d, "manufacturer", where), attrs=dict(attrs),
     )
 
 
@@ -142,12 +176,30 @@ def upsert_products(store: Store, products: Iterable[Product]) -> int:
     placeholders = ", ".join("?" for _ in _COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "ndc")
     with store.transaction() as c:
+        _check_identifiers(c, rows)
         c.executemany(
             f"INSERT INTO products ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
             f"ON CONFLICT(ndc) DO UPDATE SET {updates}",
             rows,
         )
     return len(rows)
+
+
+def _check_identifiers(c: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """The NDC-11, its digits and the GTIN each name one product: two hyphenations of one
+    labeler/product/package (0904-0728-60 and 00904-728-60) are refused, not merged."""
+    seen: dict[tuple[int, str], str] = {}
+    for row in rows:
+        ndc = row[0]
+        for i in (1, 2, 3):  # ndc11, ndc_digits, gtin
+            other = seen.setdefault((i, row[i]), ndc)
+            if other == ndc:
+                found = c.execute(f"SELECT ndc FROM products WHERE {_COLUMNS[i]} = ? AND "
+                                  "ndc <> ?", (row[i], ndc)).fetchone()
+                other = found[0] if found else ndc
+            if other != ndc:
+                raise BadInput(f"NDC {ndc} is the same package as {other} ({_COLUMNS[i]} "
+                               f"{row[i]}); use one of the two", code="NDC_CONFLICT")
 
 
 def lookup(conn: sqlite3.Connection, identifier: str) -> Product:

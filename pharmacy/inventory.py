@@ -108,11 +108,20 @@ class StockChanged:
 
 
 # ---- receive --------------------------------------------------------------------------------
+def _require_text(where: str = "", **fields: Any) -> None:
+    """Free-text fields that are stored as given: text or nothing."""
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            raise BadInput(f"{where}'{name}' must be text, got {value!r:.60}",
+                           code="BAD_REQUEST")
+
+
 def receive(store: Store, batches: list[dict[str, Any]], *, user_id: str | None = None,
             supplier: str | None = None, reference: str | None = None) -> StockChanged:
     """Receive stock. Each item: ndc (or gtin), lot, expiry, qty, optional unit_cost, supplier."""
     if not isinstance(batches, list) or not batches:
         raise BadInput("'batches' must be a non-empty list", code="BAD_REQUEST")
+    _require_text(supplier=supplier, reference=reference, user_id=user_id)
     now = store.clock()
     now_s = iso(now)
     changed: list[str] = []
@@ -122,6 +131,7 @@ def receive(store: Store, batches: list[dict[str, Any]], *, user_id: str | None 
         for i, item in enumerate(batches):
             if not isinstance(item, dict):
                 raise BadInput(f"batch {i + 1} is not an object", code="BAD_REQUEST")
+            _require_text(f"batch {i + 1}: ", supplier=item.get("supplier"))
             ident = item.get("ndc") or item.get("gtin")
             if not ident:
                 raise BadInput(f"batch {i + 1} needs 'ndc' or 'gtin'", code="BAD_REQUEST")
@@ -216,6 +226,7 @@ def set_status(store: Store, lot: str, status: str, *, ndc: str | None = None,
     """Quarantine, recall or release every batch with this lot (of one product, if given)."""
     if status not in BATCH_STATUSES:
         raise BadInput(f"status {status!r} is not active/quarantined/recalled", code="BAD_STATUS")
+    _require_text(reason=reason, user_id=user_id)
     now_s = iso(store.clock())
     with store.transaction() as c:
         product_ndc = catalog.lookup(c, ndc).ndc if ndc else None
@@ -244,6 +255,7 @@ def adjust(store: Store, ndc: str, lot: str, delta: int, reason: str, *,
     if reason not in ADJUST_REASONS:
         raise BadInput(f"reason {reason!r} is not one of {', '.join(ADJUST_REASONS)}",
                        code="BAD_REASON")
+    _require_text(note=note, user_id=user_id)
     delta = parse_qty(delta, field="delta", allow_negative=True)
     now_s = iso(store.clock())
     with store.transaction() as c:
@@ -275,7 +287,10 @@ def stocktake(store: Store, counts: list[dict[str, Any]], *,
     deltas: dict[str, int] = {}
     reg = 0
     with store.transaction() as c:
-        for item in counts:
+        for i, item in enumerate(counts):
+            if not isinstance(item, dict):
+                raise BadInput(f"count {i + 1} is not an object with 'ndc', 'lot' and "
+                               "'counted'", code="BAD_REQUEST")
             product = catalog.lookup(c, str(item.get("ndc") or item.get("gtin") or ""))
             row = get_batch(c, product.ndc, parse_lot(item.get("lot")))
             counted = parse_qty(item.get("counted"), field="counted", allow_zero=True)

@@ -6,6 +6,8 @@ from decimal import Decimal, InvalidOperation
 
 from pharmacy.errors import BadInput
 
+MAX_CENTS = 100_000_000_000  # one billion in money: anything above is a typing error
+
 
 def to_cents(value: str | int | Decimal, *, field: str = "amount") -> int:
     if isinstance(value, (bool, float)):
@@ -19,6 +21,8 @@ def to_cents(value: str | int | Decimal, *, field: str = "amount") -> int:
     cents = d * 100
     if cents != cents.to_integral_value():
         raise BadInput(f"{field} '{value}' has more than 2 decimals", code="BAD_MONEY")
+    if cents > MAX_CENTS:
+        raise BadInput(f"{field} '{value}' is implausibly large", code="BAD_MONEY")
     return int(cents)
 
 

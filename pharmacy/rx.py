@@ -181,11 +181,16 @@ def _int(value: Any, fld: str, lo: int, hi: int) -> int:
 
 
 def _next_rx_number(c: sqlite3.Connection, replica_id: str) -> str:
+    """The next automatic number of this terminal, past any entered by hand that took it."""
     row = c.execute("SELECT value FROM settings WHERE key = 'rx.next_number'").fetchone()
     n = int(row[0]) if row else 100001
+    suffix = replica_id.replace("-", "")[-4:].upper()
+    while c.execute("SELECT 1 FROM prescriptions WHERE rx_number = ?",
+                    (f"{n}-{suffix}",)).fetchone():
+        n += 1
     c.execute("INSERT INTO settings(key, value) VALUES ('rx.next_number', ?) "
               "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(n + 1),))
-    return f"{n}-{replica_id.replace('-', '')[-4:].upper()}"
+    return f"{n}-{suffix}"
 
 
 def _event(c: sqlite3.Connection, fill_id: str, now_s: str, user_id: str, action: str,
@@ -247,7 +252,11 @@ def intake(store: Store, keys: KeyProvider, user: dict[str, Any],
         raise BadInput("the patient needs a name and a birth date", code="BAD_RX_FIELD",
                        field="patient.name" if not name else "patient.birth_date")
     _date(birth, "patient.birth_date")
-    flags = {k: bool(v) for k, v in dict(data.get("flags") or {}).items()}
+    raw_flags = data.get("flags") or {}
+    if not isinstance(raw_flags, dict):
+        raise BadInput("'flags' must be an object such as {\"acute_pain\": true}",
+                       code="BAD_RX_FIELD", field="flags")
+    flags = {str(k): bool(v) for k, v in raw_flags.items()}
     pres = {"name": str(prescriber["name"]).strip(),
             "address": str(prescriber.get("address") or "").strip() or None,
             "dea": dea, "npi": str(prescriber.get("npi") or "").strip() or None}

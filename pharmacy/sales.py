@@ -111,14 +111,15 @@ class Dispenser:
         if req.get("at") is not None:
             try:
                 at = parse_iso(str(req["at"]))
-            except ValueError:
+                iso(at)  # a time whose UTC form falls outside years 1-9999 (OverflowError)
+            except (ValueError, OverflowError):
                 raise BadInput(f"'at' {req['at']!r} is not an ISO time", code="BAD_TIME") from None
         jurisdiction = str(req.get("jurisdiction") or self.store.get_setting("jurisdiction", "US"))
         if jurisdiction not in JURISDICTIONS:
             raise BadInput(f"jurisdiction {jurisdiction!r} is not one of "
                            f"{', '.join(JURISDICTIONS)}", code="BAD_JURISDICTION")
         user = req.get("user") or default_user()
-        if not isinstance(user, dict) or not user.get("id"):
+        if not isinstance(user, dict) or not user.get("id") or not isinstance(user["id"], str):
             raise BadInput("'user' must be an object with an 'id'", code="BAD_USER")
         return lines, at, jurisdiction, user
 
@@ -239,6 +240,14 @@ class Dispenser:
                     now_s: str) -> SaleResult:
         replica = self.store.replica_id
         user, rx, at = creq.user, creq.rx, creq.at
+        if rx is not None:
+            # the decision has judged the prescription (one it cannot read holds an Rx
+            # line); what is written must still be one
+            number = rx.get("rx_number") if isinstance(rx, dict) else None
+            if not isinstance(rx, dict) or (number is not None and (
+                    isinstance(number, bool) or not isinstance(number, (str, int)))):
+                raise BadInput("'rx' must be an object whose rx_number is text, got "
+                               f"{rx!r:.60}", code="BAD_REQUEST")
         at_s = iso(at)
         patient_id = None
         if creq.patient is not None:
@@ -357,8 +366,8 @@ def return_sale(conn: sqlite3.Connection, replica_id: str, sale_id: str, user_id
         raise SaleNotReturnable(f"sale {sale_id} was already returned to stock",
                                 code="SALE_ALREADY_RETURNED")
     if conn.execute("SELECT 1 FROM tenders WHERE sale_id = ?", (sale_id,)).fetchone():
-        raise SaleNotReturnable(f"sale {sale_id} has been paid: medicine handed over is not "
-                                "returned to stock", code="SALE_PAID")
+        raise SaleNotReturnable(f"sale {sale_id} has been paid: a paid sale is not returned "
+                                "to stock", code="SALE_PAID")
     rows = conn.execute("SELECT a.line_no, a.batch_id, a.lot, a.expiry, a.qty, l.ndc "
                         "FROM allocations a JOIN sale_lines l ON l.sale_id = a.sale_id AND "
                         "l.line_no = a.line_no WHERE a.sale_id = ? ORDER BY a.line_no",
