@@ -63,6 +63,8 @@ def load_weekly(path: Path | str) -> WeeklyDataset:
             rows = list(csv.reader(f))
     except OSError as e:
         raise BadInput(f"cannot read {p}: {e.strerror}", code="BAD_DATASET") from None
+    except (UnicodeDecodeError, csv.Error):
+        raise BadInput(f"{p} is not a CSV text file", code="BAD_DATASET") from None
     if len(rows) < 2 or len(rows[0]) < 2:
         raise BadInput(f"{p} has no data rows", code="BAD_DATASET")
     header = [h.strip() for h in rows[0]]

@@ -91,6 +91,8 @@ def enqueue(store: Store, sale_id: str, kind: str = "receipt", *, line_no: int |
     if kind == "rx_label":
         if line_no is None:
             raise BadInput("an Rx label needs the sale line number", code="BAD_PRINT_KIND")
+        if isinstance(line_no, bool) or not isinstance(line_no, int) or not 1 <= line_no <= 200:
+            raise BadInput(f"sale {sale_id} has no line {line_no}", code="UNKNOWN_SALE_LINE")
         if conn.execute("SELECT 1 FROM sale_lines WHERE sale_id = ? AND line_no = ?",
                         (sale_id, line_no)).fetchone() is None:
             raise BadInput(f"sale {sale_id} has no line {line_no}", code="UNKNOWN_SALE_LINE")

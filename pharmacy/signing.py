@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from pharmacy.canonical import canonical_json
-from pharmacy.errors import IntegrityFailure
+from pharmacy.errors import BadInput, IntegrityFailure
 
 
 class SignatureInvalid(IntegrityFailure):
@@ -71,7 +71,14 @@ class SigningKey:
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except OSError as e:
+            raise BadInput(f"cannot read the key {path}: {e.strerror}",
+                           code="BAD_KEY_FILE") from None
+        except (ValueError, TypeError):  # not PEM, or a key that needs a password
+            raise BadInput(f"{path} is not an unencrypted PEM private key",
+                           code="BAD_KEY") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise SignatureInvalid(f"{path} is not an Ed25519 private key", code="BAD_KEY")
         return cls(key)
@@ -83,7 +90,10 @@ def public_pem(public: Ed25519PublicKey) -> bytes:
 
 
 def load_public_pem(data: bytes) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(data)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise SignatureInvalid("not a PEM public key", code="BAD_KEY") from None
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureInvalid("not an Ed25519 public key", code="BAD_KEY")
     return key

@@ -103,7 +103,7 @@ DEFAULT_MAX_FAILURES = 5
 DEFAULT_LOCKOUT_SECONDS = 300
 
 _USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
-_PIN = re.compile(r"^\d{4,12}$")
+_PIN = re.compile(r"^[0-9]{4,12}$")  # ASCII digits: what a keypad types
 
 
 class PermissionDenied(DomainRefusal):
@@ -177,7 +177,17 @@ def _dummy_hash() -> str:
     return hash_secret("not-a-user", salt=b"\x00" * 16)
 
 
+def _encodable(text: str, what: str) -> None:
+    """Text that came from undecodable bytes (surrogate escapes) cannot be stored or hashed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"the {what} has characters that are not text (check the keyboard "
+                       "layout or the file's encoding)", code="BAD_TEXT") from None
+
+
 def check_secret_policy(kind: str, secret: str) -> None:
+    _encodable(secret, "password or PIN")
     if kind == "pin":
         if not _PIN.match(secret):
             raise BadInput("a PIN is 4 to 12 digits", code="WEAK_SECRET")
@@ -252,6 +262,8 @@ def _new_account(username: str, role: str, kind: str, secret: str,
                        "starting with a letter", code="BAD_USERNAME")
     if role not in ROLES:
         raise BadInput(f"role {role!r} is not one of {', '.join(ROLES)}", code="BAD_ROLE")
+    if display_name is not None:
+        _encodable(display_name, "name")
     if display_name is not None and not display_name.strip():
         raise BadInput("a user needs a display name", code="BAD_USERNAME")
     check_secret_policy(kind, secret)

@@ -182,10 +182,14 @@ class SyncClient:
                                                            "bytes_up": 0, "bytes_down": 0})
 
     def __post_init__(self) -> None:
-        self._http = httpx.Client(
-            base_url=self.base_url.rstrip("/"), transport=self.transport,
-            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"})
+        try:
+            self._http = httpx.Client(
+                base_url=self.base_url.rstrip("/"), transport=self.transport,
+                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"})
+        except httpx.InvalidURL as e:
+            raise BadInput(f"head office address {self.base_url!r} is not a URL: {e}",
+                           code="BAD_SERVER_URL") from None
 
     def close(self) -> None:
         self._http.close()
@@ -684,6 +688,13 @@ class SyncScheduler:
         self.data_dir = data_dir
         self.after_nightly = after_nightly  # e.g. the due PMP reports; runs online or not
         self.at = parse_at(at)
+        # 0 turns the opportunistic sync off; NaN fails both range checks
+        if not 0 <= every_minutes <= 24 * 60:
+            raise BadInput(f"the sync interval {every_minutes} is not 0 (off) to 1440 minutes",
+                           code="BAD_ARGS")
+        if not 0 <= misfire_grace_hours <= 24 * 7:
+            raise BadInput(f"the catch-up window {misfire_grace_hours} is not 0 to 168 hours",
+                           code="BAD_ARGS")
         self.every_minutes = every_minutes
         self.grace = int(misfire_grace_hours * 3600)
         self._run_fn = run or (lambda: sync_data_dir(self.data_dir))

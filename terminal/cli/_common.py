@@ -31,6 +31,8 @@ def read_json_input(source: str) -> Any:
                 text = f.read()
     except OSError as e:
         raise BadInput(f"cannot read {source}: {e.strerror}", code="BAD_INPUT_FILE") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{source} is not UTF-8 text (JSON expected)", code="BAD_JSON") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -21,10 +21,19 @@ def _open(args: argparse.Namespace) -> Store:
     return Store.open(wiring.resolve_data_dir(args.data_dir))
 
 
+def _unescape(text: str, flag: str) -> str:
+    """Backslash escapes (\\x1d, \\u001d, \\t) as a shell cannot type them."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{flag} has a broken backslash escape ({e.reason})",
+                       code="BAD_ESCAPE") from None
+
+
 def _gs_sub(text: str | None) -> str | None:
     if text is None:
         return None
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape") or None
+    return _unescape(text, "--gs-substitute") or None
 
 
 # ---- hw parse-scan --------------------------------------------------------------------------
@@ -33,10 +42,14 @@ def cmd_parse_scan(args: argparse.Namespace) -> int:
 
     text = args.string
     if args.escaped:
-        text = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        text = _unescape(text, "the scan")
     scan = gs1.parse_scan(text, gs_substitute=_gs_sub(args.gs_substitute),
                           strict_gs=not args.no_gs_check)
-    today = date.fromisoformat(args.today) if args.today else None
+    try:
+        today = date.fromisoformat(args.today) if args.today else None
+    except ValueError:
+        raise BadInput(f"--today {args.today!r} is not a date (YYYY-MM-DD)",
+                       code="BAD_DATE") from None
     out = scan.to_json()
     if args.data_dir:
         with _open(args) as store:

@@ -197,6 +197,8 @@ def cmd_expiry(args: argparse.Namespace) -> int:
 def cmd_diversion(args: argparse.Namespace) -> int:
     from models.suggest import diversion_run
 
+    if not 1 <= args.days <= 366:
+        raise BadInput(f"--days {args.days} is not 1 to 366", code="BAD_ARGS")
     with _open(args) as store:
         out = diversion_run(store, days=args.days)
     lines = [out.get("note") or out["model"]["note"]]

@@ -9,12 +9,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pharmacy.clock import parse_iso, utcnow
+from pharmacy.clock import iso, parse_iso, utcnow
 from pharmacy.errors import BadInput
 from pharmacy.signing import SigningKey
 from pharmacy.store import Store
 from terminal import wiring
 from terminal.cli._common import add_data_dir, add_json, emit, read_json_input
+
+MAX_OFFLINE_HOURS = 24 * 365
 
 ALL_JURISDICTIONS = "US,US-TX,US-FL,US-NY,US-CA,IN"
 
@@ -56,9 +58,15 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from policy_cache.bundle import build_bundle, peek_meta
 
-    issued = parse_iso(args.issued_at) if args.issued_at else utcnow()
-    if args.offline_hours <= 0:
-        raise BadInput("--offline-hours must be positive", code="BAD_OFFLINE_HOURS")
+    try:
+        issued = parse_iso(args.issued_at) if args.issued_at else utcnow()
+        iso(issued + timedelta(hours=MAX_OFFLINE_HOURS))  # a time the bundle can carry
+    except (ValueError, OverflowError):
+        raise BadInput(f"--issued-at {args.issued_at!r} is not an ISO time such as "
+                       "2026-11-27T09:00:00Z", code="BAD_TIME") from None
+    if not 0 < args.offline_hours <= MAX_OFFLINE_HOURS:  # NaN fails both
+        raise BadInput(f"--offline-hours must be more than 0 and at most {MAX_OFFLINE_HOURS} "
+                       "(a year)", code="BAD_OFFLINE_HOURS")
     raw = build_bundle(args.source, version=args.version,
                        jurisdictions=[j.strip() for j in args.jurisdictions.split(",")
                                       if j.strip()],
@@ -86,7 +94,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_endorse(args: argparse.Namespace) -> int:
     import json
 
-    from pharmacy.clock import iso
     from pharmacy.signing import endorse_key
 
     try:
@@ -213,9 +220,13 @@ def _date_arg(value: str, flag: str) -> Any:
     from datetime import date
 
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise BadInput(f"{flag} {value!r} is not a date (YYYY-MM-DD)", code="BAD_DATE") from None
+    if not 1900 <= day.year <= 9998:
+        raise BadInput(f"{flag} {value} is not a date pharmos keeps records for",
+                       code="BAD_DATE")
+    return day
 
 
 def cmd_pmp_report(args: argparse.Namespace) -> int:
