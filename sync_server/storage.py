@@ -53,6 +53,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _IN_CHUNK = 500
 IDEMPOTENCY_TTL = timedelta(days=7)
+# the largest value of a PostgreSQL INTEGER column (srv_batches.unit_cost_cents)
+INT4_MAX = 2**31 - 1
 
 
 def _sha(text: str) -> str:
@@ -199,7 +201,8 @@ _EVENT_COLUMNS = ("tenant_id", "store_id", "event_id", "replica_id", "local_seq"
 
 
 def _validate_body(kind: str, body: Mapping[str, Any], where: str) -> None:
-    """Bodies the server reads (materialised views, stock effects) must have their fields."""
+    """Bodies the server reads (materialised views, stock effects) must have their fields,
+    each within what the views' columns hold."""
     def need(key: str, typ: type | tuple[type, ...]) -> Any:
         v = body.get(key)
         if not isinstance(v, typ) or isinstance(v, bool):
@@ -212,7 +215,11 @@ def _validate_body(kind: str, body: Mapping[str, Any], where: str) -> None:
             need(k, str)
         cost = body.get("unit_cost_cents")
         if cost is not None and (not isinstance(cost, int) or isinstance(cost, bool)):
-            raise BadRequest(f"{where}: unit_cost_cents must be an integer", code="BAD_EVENT")
+            raise BadRequest(f"{where}: unit_cost_cents must be an integer", code="BAD_EVENT",
+                             kind=kind, field="unit_cost_cents")
+        if cost is not None and not 0 <= cost <= INT4_MAX:
+            raise BadRequest(f"{where}: unit_cost_cents {cost} is outside 0..{INT4_MAX}",
+                             code="BAD_EVENT", kind=kind, field="unit_cost_cents")
     elif kind == "batch_status":
         need("batch_id", str)
         need("status_at", str)
