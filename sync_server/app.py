@@ -75,6 +75,12 @@ def error_response(err: Exception) -> JSONResponse:
     if isinstance(err, sqlite3.OperationalError):
         log.warning("database error: %s", err)
         return _error(503, "DB_UNAVAILABLE", f"the database is busy or unavailable: {err}")
+    if isinstance(err, psycopg.DataError):
+        # a value the request carried that PostgreSQL cannot hold (a NUL character, a number
+        # beyond its column): validation should have refused it; nothing was written
+        log.warning("value refused by the database: %s", err)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return _error(400, "BAD_VALUE", f"a value in the request cannot be stored: {first}")
     log.error("internal error", exc_info=err)
     return _error(500, "INTERNAL", "internal server error; see the server log")
 
@@ -185,7 +191,8 @@ class BodyLimitMiddleware:
 
 
 _ERRORS = {
-    400: "malformed request, unknown protocol version (PROTOCOL_VERSION) or bad rows",
+    400: "malformed request, unknown protocol version (PROTOCOL_VERSION), bad rows or a "
+         "value the database cannot hold (BAD_VALUE)",
     401: "no, unknown or revoked terminal token",
     403: "a row names another store or tenant, or a kind only head office writes",
     404: "not found",
@@ -293,8 +300,8 @@ def create_app(db_url: str | None = None, *, store: SqlServerStore | None = None
         return error_response(err)
 
     # domain and database errors answer with their code; anything else is a logged 500
-    for cls in (SyncError, PharmosError, psycopg.OperationalError, sqlite3.OperationalError,
-                Exception):
+    for cls in (SyncError, PharmosError, psycopg.OperationalError, psycopg.DataError,
+                sqlite3.OperationalError, Exception):
         app.add_exception_handler(cls, mapped_error)
 
     @app.exception_handler(RequestValidationError)

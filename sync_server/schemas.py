@@ -35,15 +35,26 @@ def _json_int(v: Any) -> Any:
     return v
 
 
+# Text never holds a NUL character (\u0000): PostgreSQL cannot store one. The models refuse
+# it field by field (documented in the OpenAPI spec); the push hot path, whose TypedDicts
+# leave it out (a pattern on every id costs more than the whole body's bytes), checks the
+# raw body instead and sends a body that may hold one through PushRequest.
+NO_NUL = r"^[^\x00]*$"
+
+
+def _text(min_length: int = 0, max_length: int | None = None, **kw: Any) -> Any:
+    return Field(min_length=min_length or None, max_length=max_length, pattern=NO_NUL, **kw)
+
+
 JsonInt = Annotated[int, BeforeValidator(_json_int)]
 Count = Annotated[int, BeforeValidator(_json_int), Field(ge=0, le=2**53)]
 Seq = Annotated[int, BeforeValidator(_json_int), Field(ge=0, le=2**53)]
-Id = Annotated[str, Field(min_length=1, max_length=128)]
-Stamp = Annotated[str, Field(min_length=1, max_length=64)]
+Id = Annotated[str, _text(1, 128)]
+Stamp = Annotated[str, _text(1, 64)]
 Protocol = Annotated[int, BeforeValidator(_json_int),
                      Field(ge=min(PROTOCOL_VERSIONS), le=max(PROTOCOL_VERSIONS),
                            description="sync protocol version; this server speaks 1 and 2")]
-ValueText = Annotated[str, Field(min_length=1, max_length=1_000_000)]
+ValueText = Annotated[str, _text(1, 1_000_000)]
 Kind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
@@ -75,7 +86,7 @@ class TerminalStatus(Strict):
     pending_docs: Count = 0
     last_success: Stamp | None = None
     offline_since: Stamp | None = None
-    version: Annotated[str, Field(max_length=64)] | None = None
+    version: Annotated[str, _text(0, 64)] | None = None
 
 
 class EventIn(Strict):
@@ -84,7 +95,7 @@ class EventIn(Strict):
     seq: Annotated[int, BeforeValidator(_json_int), Field(ge=1, le=2**53)]
     kind: Kind
     created_at: Stamp
-    body: Annotated[str, Field(max_length=1_000_000, description=(
+    body: Annotated[str, _text(0, 1_000_000, description=(
         "the event as recorded by the terminal: a JSON object, as JSON text (kept byte for "
         "byte)"))]
     store_id: Id | None = None
@@ -92,7 +103,7 @@ class EventIn(Strict):
 
 
 class CounterIn(Strict):
-    counter_id: Annotated[str, Field(min_length=1, max_length=256)]
+    counter_id: Annotated[str, _text(1, 256)]
     replica_id: Id
     p: Count
     n: Count
@@ -102,8 +113,8 @@ class CounterIn(Strict):
 
 class DocIn(Strict):
     update_id: Id
-    doc: Annotated[str, Field(min_length=1, max_length=64)]
-    data: Annotated[str, Field(max_length=4_000_000, description="base64 pycrdt update")]
+    doc: Annotated[str, _text(1, 64)]
+    data: Annotated[str, _text(0, 4_000_000, description="base64 pycrdt update")]
 
 
 class EventGroup(Strict):
@@ -111,7 +122,7 @@ class EventGroup(Strict):
 
     kind: Kind
     replica_id: Id
-    keys: Annotated[list[Annotated[str, Field(max_length=256)]], Field(
+    keys: Annotated[list[Annotated[str, _text(0, 256)]], Field(
         max_length=1000, description="the body's keys, in order")]
     event_id: Annotated[list[Id], Field(max_length=MAX_EVENTS_PER_PUSH)]
     seq: Annotated[list[JsonInt], Field(
@@ -190,8 +201,8 @@ class PullResponse(BaseModel):
 
 class EnrollRequest(Strict):
     protocol: Protocol
-    code: Annotated[str, Field(min_length=1, max_length=64)]
-    name: Annotated[str, Field(max_length=128)] | None = None
+    code: Annotated[str, _text(1, 64)]
+    name: Annotated[str, _text(0, 128)] | None = None
     replica_id: Id | None = None
 
 
@@ -221,6 +232,9 @@ class KnownResponse(BaseModel):
 # Rust straight to plain dicts (no model objects for thousands of rows). It accepts a subset
 # of what PushRequest accepts (an integer written ``1.0`` is refused here); the app falls back
 # to PushRequest for anything this refuses, so answers and error messages are PushRequest's.
+_Id = Annotated[str, Field(min_length=1, max_length=128)]
+_Stamp = Annotated[str, Field(min_length=1, max_length=64)]
+_ValueText = Annotated[str, Field(min_length=1, max_length=1_000_000)]
 _StrictCount = Annotated[int, Field(strict=True, ge=0, le=2**53)]
 _StrictSeq1 = Annotated[int, Field(strict=True, ge=1, le=2**53)]
 _STRICT = ConfigDict(extra="forbid")
@@ -228,42 +242,42 @@ _STRICT = ConfigDict(extra="forbid")
 
 @with_config(_STRICT)
 class _EventTD(TypedDict):
-    event_id: Id
-    replica_id: Id
+    event_id: _Id
+    replica_id: _Id
     seq: _StrictSeq1
     kind: Kind
-    created_at: Stamp
+    created_at: _Stamp
     body: Annotated[str, Field(max_length=1_000_000)]
-    store_id: NotRequired[Id | None]
-    tenant_id: NotRequired[Id | None]
+    store_id: NotRequired[_Id | None]
+    tenant_id: NotRequired[_Id | None]
 
 
 @with_config(_STRICT)
 class _EventGroupTD(TypedDict):
     kind: Kind
-    replica_id: Id
+    replica_id: _Id
     keys: Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=1000)]
-    event_id: Annotated[list[Id], Field(max_length=MAX_EVENTS_PER_PUSH)]
+    event_id: Annotated[list[_Id], Field(max_length=MAX_EVENTS_PER_PUSH)]
     seq: Annotated[list[Annotated[int, Field(strict=True)]],
                    Field(max_length=MAX_EVENTS_PER_PUSH)]
-    created_at: Annotated[list[Stamp], Field(max_length=MAX_EVENTS_PER_PUSH)]
-    values: Annotated[list[Annotated[list[ValueText], Field(max_length=MAX_EVENTS_PER_PUSH)]],
+    created_at: Annotated[list[_Stamp], Field(max_length=MAX_EVENTS_PER_PUSH)]
+    values: Annotated[list[Annotated[list[_ValueText], Field(max_length=MAX_EVENTS_PER_PUSH)]],
                       Field(max_length=1000)]
 
 
 @with_config(_STRICT)
 class _CounterTD(TypedDict):
     counter_id: Annotated[str, Field(min_length=1, max_length=256)]
-    replica_id: Id
+    replica_id: _Id
     p: _StrictCount
     n: _StrictCount
-    store_id: NotRequired[Id | None]
-    tenant_id: NotRequired[Id | None]
+    store_id: NotRequired[_Id | None]
+    tenant_id: NotRequired[_Id | None]
 
 
 @with_config(_STRICT)
 class _DocTD(TypedDict):
-    update_id: Id
+    update_id: _Id
     doc: Annotated[str, Field(min_length=1, max_length=64)]
     data: Annotated[str, Field(max_length=4_000_000)]
 
@@ -273,8 +287,8 @@ class _StatusTD(TypedDict):
     pending_events: NotRequired[_StrictCount]
     pending_counters: NotRequired[_StrictCount]
     pending_docs: NotRequired[_StrictCount]
-    last_success: NotRequired[Stamp | None]
-    offline_since: NotRequired[Stamp | None]
+    last_success: NotRequired[_Stamp | None]
+    offline_since: NotRequired[_Stamp | None]
     version: NotRequired[Annotated[str, Field(max_length=64)] | None]
 
 
@@ -282,9 +296,9 @@ class _StatusTD(TypedDict):
 class _PushTD(TypedDict):
     protocol: Annotated[int, Field(strict=True, ge=min(PROTOCOL_VERSIONS),
                                    le=max(PROTOCOL_VERSIONS))]
-    idempotency_key: Id
-    store_id: Id
-    replica_id: Id
+    idempotency_key: _Id
+    store_id: _Id
+    replica_id: _Id
     replica_seq: NotRequired[_StrictCount | None]
     events: NotRequired[Annotated[list[_EventTD], Field(max_length=MAX_EVENTS_PER_PUSH)]]
     event_groups: NotRequired[Annotated[list[_EventGroupTD],
@@ -303,6 +317,8 @@ def push_request(raw: bytes) -> dict[str, Any]:
     """A push body as plain dicts, every optional field present (as PushRequest fills it).
 
     Raises pydantic's ValidationError (PushRequest's) for a body that does not match."""
+    if b"\\u0000" in raw:  # may hold a NUL character: PushRequest refuses it
+        return push_dict(PushRequest.model_validate_json(raw))
     try:
         d: dict[str, Any] = dict(_FAST_PUSH.validate_json(raw))
     except ValueError:

@@ -200,6 +200,17 @@ _EVENT_COLUMNS = ("tenant_id", "store_id", "event_id", "replica_id", "local_seq"
                   "received_at")
 
 
+def _has_nul(value: Any) -> bool:
+    """Whether a parsed JSON value holds a NUL character in any string (key or value)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _validate_body(kind: str, body: Mapping[str, Any], where: str) -> None:
     """Bodies the server reads (materialised views, stock effects) must have their fields,
     each within what the views' columns hold."""
@@ -210,6 +221,9 @@ def _validate_body(kind: str, body: Mapping[str, Any], where: str) -> None:
                              kind=kind, field=key)
         return v
 
+    if _has_nul(body):  # PostgreSQL text holds no NUL character
+        raise BadRequest(f"{where}: a {kind} event's text holds a NUL character (\\u0000)",
+                         code="BAD_EVENT", kind=kind)
     if kind == "batch":
         for k in ("batch_id", "ndc", "lot", "expiry", "received_at"):
             need(k, str)
@@ -994,6 +1008,8 @@ class SqlServerStore(ABC):
         return sorted(str(r[0]) for r in rows)
 
     def blob(self, term: Terminal, sha256: str) -> bytes:
+        if "\x00" in sha256:  # names no file (and PostgreSQL text holds no NUL)
+            raise NotFoundError(f"no published file {sha256!r} for this store", code="NO_BLOB")
         with self._tx(False) as tx:
             ok = tx.one("SELECT 1 FROM events WHERE tenant_id = ? AND store_id = ? AND "
                         "blob_sha256 = ?", (term.tenant_id, term.store_id, sha256))
