@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import math
 import re
 import secrets
 from abc import ABC, abstractmethod
@@ -55,6 +56,10 @@ _IN_CHUNK = 500
 IDEMPOTENCY_TTL = timedelta(days=7)
 # the largest value of a PostgreSQL INTEGER column (srv_batches.unit_cost_cents)
 INT4_MAX = 2**31 - 1
+# an enrollment code lives at most a year (a negative lifetime makes one already expired)
+MAX_ENROLL_TTL_HOURS = 24 * 365
+# report periods: years whose days (and a day either side, in any time zone) a datetime holds
+REPORT_YEARS = (1900, 9998)
 
 
 def _sha(text: str) -> str:
@@ -515,10 +520,17 @@ class SqlServerStore(ABC):
     # ---- enrollment and auth ------------------------------------------------------------------
     def create_enroll_code(self, tenant_id: str, store_id: str,
                            ttl_hours: float = 72) -> dict[str, Any]:
+        try:
+            hours = float(ttl_hours)
+        except (TypeError, ValueError):
+            hours = math.nan
+        if not abs(hours) <= MAX_ENROLL_TTL_HOURS:  # NaN too
+            raise BadRequest(f"an enrollment code lives at most {MAX_ENROLL_TTL_HOURS} hours, "
+                             f"not {ttl_hours!r}", code="BAD_ARGS", field="ttl_hours")
         raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(16))
         code = "-".join(raw[i:i + 4] for i in range(0, 16, 4))
         now = self.clock()
-        expires = now + timedelta(hours=ttl_hours)
+        expires = now + timedelta(hours=hours)
         with self._tx(True) as tx:
             self._lock_store(tx, tenant_id, store_id)
             tx.execute("INSERT INTO enroll_codes(code_hash, tenant_id, store_id, created_at, "
@@ -1145,6 +1157,11 @@ class SqlServerStore(ABC):
         pushed it: sales and money by day and by terminal, refused attempts by code,
         controlled-substance units dispensed by schedule, and the sales returned to stock in
         the period (by when they were returned) with the total net of them."""
+        lo_year, hi_year = REPORT_YEARS
+        for d in (start, end):
+            if not lo_year <= d.year <= hi_year:
+                raise BadRequest(f"{d} is outside the years {lo_year}-{hi_year} a report "
+                                 "covers", code="BAD_DATE")
         if end < start:
             raise BadRequest(f"the period ends ({end}) before it starts ({start})",
                              code="BAD_PERIOD")

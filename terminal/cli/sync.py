@@ -50,6 +50,13 @@ def _server_store(args: argparse.Namespace) -> Iterator[Any]:
         store.close()
 
 
+def _date_arg(value: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"{flag} {value!r} is not a date (YYYY-MM-DD)", code="BAD_DATE") from None
+
+
 def _target(store: Any, args: argparse.Namespace) -> tuple[str, str]:
     if not getattr(args, "store", None):
         raise BadInput("give --store", code="BAD_ARGS")
@@ -126,6 +133,11 @@ def cmd_create_store(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll_code(args: argparse.Namespace) -> int:
+    from sync_server.storage import MAX_ENROLL_TTL_HOURS
+
+    if not 0 < args.ttl_hours <= MAX_ENROLL_TTL_HOURS:  # NaN too
+        raise BadInput(f"--ttl-hours is more than 0 and at most {MAX_ENROLL_TTL_HOURS} "
+                       f"(a year), not {args.ttl_hours}", code="BAD_ARGS")
     with _server_store(args) as store:
         tenant, sid = _target(store, args)
         out = store.create_enroll_code(tenant, sid, args.ttl_hours)
@@ -173,10 +185,10 @@ def cmd_endorse_key(args: argparse.Namespace) -> int:
 
 
 def cmd_stock(args: argparse.Namespace) -> int:
+    day = _date_arg(args.today, "--today") if args.today else None
     with _server_store(args) as store:
         tenant, sid = _target(store, args)
-        today = date.fromisoformat(args.today) if args.today else store.clock().date()
-        rows = store.stock(tenant, sid, today)
+        rows = store.stock(tenant, sid, day or store.clock().date())
     emit(args, {"batches": rows},
          "\n".join(f"{r['ndc']:<13} {r['lot']:<12} {r['expiry']} {r['status']:<11} "
                    f"{r['on_hand']:>6}  {r['name']}" for r in rows))
@@ -434,7 +446,8 @@ def register(sub: Any) -> None:
     _db(p)
     _json_flag(p, sub=True)
     _store_args(p)
-    p.add_argument("--ttl-hours", type=float, default=72)
+    p.add_argument("--ttl-hours", type=float, default=72,
+                   help="hours the code stays valid (default 72, at most 8760)")
     p.set_defaults(handler=cmd_enroll_code)
     p = asub.add_parser("revoke", help="revoke a terminal's token")
     _db(p)
