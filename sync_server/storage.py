@@ -17,6 +17,8 @@ import json
 import math
 import re
 import secrets
+import sqlite3
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +38,14 @@ from pharmacy.ids import new_id
 from pharmacy.inventory import BATCH_STATUSES, batch_id_for, batch_row, counter_id, status_rank
 from pharmacy.money import fmt, to_cents
 from pharmacy.replication import HQ_PREFIX
-from sync_server.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unauthorized
+from sync_server.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFoundError,
+    SyncError,
+    Unauthorized,
+)
 
 # kinds only head office writes
 HQ_KINDS = frozenset({"policy_bundle", "allowances", "model", "doc_update",
@@ -1280,15 +1289,46 @@ def parse_db_url(url: str) -> DbUrl:
                      code="BAD_DB_URL")
 
 
+def database_error(err: BaseException, url: str | None = None) -> SyncError | None:
+    """The domain error for a database that cannot be reached (``DB_UNAVAILABLE``) or a
+    SQLite file that is not a database (``BAD_DB``); None for any other error."""
+    where = ""
+    if url is not None:
+        with contextlib.suppress(BadRequest):
+            where = f" ({parse_db_url(url).redacted()})"
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    # psycopg is imported only by a PostgreSQL store: an error of it means one was opened
+    psycopg = sys.modules.get("psycopg")
+    if isinstance(err, sqlite3.OperationalError) or (
+            psycopg is not None and isinstance(err, psycopg.OperationalError)):
+        return SyncError(f"the database{where} is unavailable: {first}",
+                         code="DB_UNAVAILABLE", status=503)
+    if type(err) is sqlite3.DatabaseError:  # "file is not a database", a corrupt file
+        return SyncError(f"the database{where} cannot be read: {first}", code="BAD_DB",
+                         status=503)
+    return None
+
+
 def open_store(url: str, clock: Clock = utcnow) -> SqlServerStore:
+    """The store at ``url``, connected: ``DB_UNAVAILABLE`` when it cannot be reached,
+    ``BAD_DB`` when a SQLite URL names a file that is not a database."""
     db = parse_db_url(url)
-    if db.kind == "sqlite":
-        from sync_server.sqlite_store import SqliteServerStore
+    try:
+        if db.kind == "sqlite":
+            from sync_server.sqlite_store import SqliteServerStore
 
-        return SqliteServerStore(db.target, clock=clock)
-    from sync_server.pg_store import PgServerStore
+            return SqliteServerStore(db.target, clock=clock)
+        from sync_server.pg_store import PgServerStore
 
-    return PgServerStore(db.target, clock=clock)
+        return PgServerStore(db.target, clock=clock)
+    except OSError as e:  # the SQLite file's folder cannot be made
+        raise SyncError(f"the database ({db.redacted()}) is unavailable: {e}",
+                        code="DB_UNAVAILABLE", status=503) from None
+    except Exception as e:
+        mapped = database_error(e, url)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 @contextlib.contextmanager

@@ -39,13 +39,20 @@ def _need_db(args: argparse.Namespace) -> str:
 
 @contextlib.contextmanager
 def _server_store(args: argparse.Namespace) -> Iterator[Any]:
-    """The head-office database named by --db, schema checked, closed afterwards."""
-    from sync_server.storage import open_store
+    """The head-office database named by --db, schema checked, closed afterwards. A database
+    that cannot be reached (or read) is DB_UNAVAILABLE (or BAD_DB), here or in the work."""
+    from sync_server.storage import database_error, open_store
 
-    store = open_store(_need_db(args))
+    url = _need_db(args)
+    store = open_store(url)
     try:
         store.check_schema()
         yield store
+    except Exception as e:
+        mapped = database_error(e, url)
+        if mapped is None:
+            raise
+        raise mapped from None
     finally:
         store.close()
 
