@@ -297,7 +297,7 @@ def _assign(data: dict[str, Any], path: str, value: Any) -> None:
 
 
 def _index(node: list[Any], key: str, where: str, *, grow: bool) -> int:
-    if not key.isdigit():
+    if not (key.isascii() and key.isdigit()):
         raise _bad(where, "expected a list position such as 0")
     i = int(key)
     if grow and i == len(node):

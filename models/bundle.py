@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from models.runtime import ModelRegistry
     from pharmacy.store import Store
 
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
 FORMAT = "pharmos-model-bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
@@ -140,7 +142,7 @@ def read_bundle(data: bytes, trust: TrustStore) -> VerifiedBundle:
         issued_at = iso(parse_iso(str(manifest["issued_at"])))
     except (KeyError, ValueError):
         raise BundleCorrupt("the signed manifest lacks a version or issue time") from None
-    if not version or any(ch in version for ch in "/\\.") or len(version) > 80:
+    if not _VERSION.match(version):  # it names files and folders
         raise BundleCorrupt(f"model version {version!r} is not a valid name")
     return VerifiedBundle(version, issued_at, kid, manifest, body, signature, contents)
 
@@ -194,21 +196,28 @@ def installed(store: Store) -> list[dict[str, Any]]:
     return out
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def summarize(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a bundle says of its models, for listings: a field of an unexpected shape (the
+    manifest is signed, not necessarily well made) is left out, never an error."""
     out: dict[str, Any] = {}
-    for role, meta in (manifest.get("models") or {}).items():
+    for role, meta in _obj(manifest.get("models")).items():
         if not isinstance(meta, dict):
             continue
+        features = meta.get("features")
         item: dict[str, Any] = {"kind": meta.get("kind"), "feature_set": meta.get("feature_set"),
-                                "features": len(meta.get("features") or ()),
+                                "features": len(features) if isinstance(features, list) else 0,
                                 "training_window": meta.get("training_window")}
         if role == "forecast":
             item["holdout"] = {k: {m: v for m, v in s.items()
                                    if m in ("mse", "mape", "naive_mse", "snaive_mse")}
-                               for k, s in ((meta.get("holdout") or {}).get("metrics")
-                                            or {}).items()}
+                               for k, s in _obj(_obj(meta.get("holdout")).get("metrics")).items()
+                               if isinstance(s, dict)}
         if role == "diversion":
-            ev = meta.get("evaluation") or {}
+            ev = _obj(meta.get("evaluation"))
             item["evaluation"] = {k: ev.get(k) for k in ("precision", "recall",
                                                           "ordinary_flagged_rate")}
         out[role] = item

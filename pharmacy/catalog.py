@@ -258,8 +258,25 @@ def _lookup(conn: sqlite3.Connection, identifier: str) -> Product:
     return Product.from_row(row)
 
 
+MAX_SEARCH = 200  # characters: longer is a stuck key or a scanner read into the box
+
+
+def search_text(text: str) -> str:
+    """Text to look for, as typed; ``BAD_SEARCH`` for text no product name could hold."""
+    text = text.strip()
+    if len(text) > MAX_SEARCH:
+        raise BadInput(f"search text is {len(text)} characters; at most {MAX_SEARCH}",
+                       code="BAD_SEARCH")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput("the search text has characters that are not text",
+                       code="BAD_SEARCH") from None
+    return text
+
+
 def search(conn: sqlite3.Connection, text: str, limit: int = 20) -> list[Product]:
-    like = f"%{text.strip()}%"
+    like = f"%{search_text(text)}%"
     rows = conn.execute(
         "SELECT * FROM products WHERE name LIKE ? OR generic_name LIKE ? "
         "ORDER BY name LIMIT ?",

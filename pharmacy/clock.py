@@ -44,9 +44,15 @@ def iso(dt: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
+    """An ISO time (UTC when it names no offset). ``ValueError`` for one that is not, or
+    that falls outside years 1-9999 once in UTC (it could never be stored)."""
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+        return dt.replace(tzinfo=UTC)
+    try:
+        dt.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years 1-9999 in UTC") from None
     return dt
 
 

@@ -157,18 +157,33 @@ def hash_secret(secret: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = S
     return f"scrypt${n}${r}${p}${b64(salt).decode()}${b64(digest).decode()}"
 
 
-def verify_secret(secret: str, encoded: str) -> bool:
+def _scrypt_params(encoded: str) -> tuple[int, int, int, bytes, bytes] | None:
+    """(n, r, p, salt, digest) of a stored hash, or None for one this module would not write
+    or could not check in bounded memory (n a power of 2 up to 2**20, r up to 32, p up to 16:
+    at most 1 GiB)."""
     try:
         scheme, n_s, r_s, p_s, salt_s, digest_s = encoded.split("$")
-        if scheme != "scrypt":
-            return False
-        salt = base64.b64decode(salt_s)
-        expected = base64.b64decode(digest_s)
+        salt = base64.b64decode(salt_s, validate=True)
+        expected = base64.b64decode(digest_s, validate=True)
         n, r, p = int(n_s), int(r_s), int(p_s)
     except ValueError:
+        return None
+    if (scheme != "scrypt" or not 2 <= n <= 2**20 or n & (n - 1) or not 1 <= r <= 32
+            or not 1 <= p <= 16 or not salt or not 16 <= len(expected) <= 64):
+        return None
+    return n, r, p, salt, expected
+
+
+def verify_secret(secret: str, encoded: str) -> bool:
+    params = _scrypt_params(encoded)
+    if params is None:
         return False
-    got = hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=len(expected),
-                         maxmem=256 * n * r + 1024 * 1024)
+    n, r, p, salt, expected = params
+    try:
+        got = hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+                             dklen=len(expected), maxmem=256 * n * r + 1024 * 1024)
+    except UnicodeEncodeError:  # a secret that is not text never matches
+        return False
     return hmac.compare_digest(got, expected)
 
 
@@ -338,7 +353,7 @@ def install_published_user(store: Store, body: dict[str, Any]) -> dict[str, Any]
     local account already using the username is not overwritten (``USER_EXISTS``)."""
     missing = [k for k in _PUBLISHED_FIELDS if k not in body]
     if missing or body.get("role") not in ROLES or body.get("secret_kind") not in (
-            "pin", "password") or not str(body.get("secret_hash", "")).startswith("scrypt$") \
+            "pin", "password") or _scrypt_params(str(body.get("secret_hash", ""))) is None \
             or not _USERNAME.match(str(body.get("username", ""))):
         what = ", ".join(missing) or "a field"
         raise BadInput(f"not a user publication (missing or bad: {what})",
@@ -404,6 +419,10 @@ def login(store: Store, username: str, secret: str) -> Session:
     now = store.clock()
     now_s = iso(now)
     uname = username.strip().lower()
+    try:
+        uname.encode("utf-8")
+    except UnicodeEncodeError:
+        uname = uname.encode("utf-8", "replace").decode("utf-8")  # never a stored name
     row = store.conn.execute("SELECT * FROM users WHERE username = ?", (uname,)).fetchone()
     if row is None:
         verify_secret(secret, _dummy_hash())  # same work whether or not the user exists

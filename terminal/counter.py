@@ -344,7 +344,9 @@ class Counter:
         """What the pharmacist sees to verify: the fill, interaction alerts and the products
         that may be dispensed instead (when DAW allows)."""
         users.require(self.user, "verify_rx")
-        row = rx.fill_rows(self.store, self.keys, self.user, [fill_id])[fill_id]
+        row = rx.fill_rows(self.store, self.keys, self.user, [fill_id]).get(fill_id)
+        if row is None:
+            raise NotFound(f"no fill {fill_id}", code="UNKNOWN_FILL")
         current = rx.active_medications(self.store.conn, row["patient_id"],
                                         self.store.clock().date(), exclude_rx=row["rx_id"])
         alerts = integrations.interaction_alerts(self.store, row["rx_ndc"], current)
@@ -451,7 +453,7 @@ class Counter:
     def batch_ids(self, text: str = "", status: str = "all") -> list[str]:
         today = self.store.clock().date().isoformat()
         where, params = [], []
-        t = text.strip()
+        t = catalog.search_text(text)
         if t:
             where.append("(p.name LIKE ? OR b.lot LIKE ? OR b.ndc LIKE ? OR p.gtin = ?)")
             params += [f"%{t}%", f"{t}%", f"{t}%", t]
@@ -546,7 +548,7 @@ class Counter:
                       ) -> dict[tuple[str, int], dict[str, Any]]:
         out: dict[tuple[str, int], dict[str, Any]] = {}
         for (replica, seq), r in register.entries(self.store.conn, keys).items():
-            body = r["body"]
+            body = r["body"] if isinstance(r["body"], dict) else {}  # verify names a bad one
             out[(replica, seq)] = {
                 "replica": replica[-4:], "seq": seq, "at": r["created_at"][:19].replace("T", " "),
                 "kind": r["kind"], "ndc": r["ndc"], "name": r["name"] or body.get("name"),

@@ -127,3 +127,61 @@ def test_graph_width_must_match_declared_features(store: Store, quick_bundle: Qu
         install_model_bundle(store, build(quick_bundle.key, files, quick_bundle.models,
                                           "m20261102000000-bad00005", datetime(2026, 11, 2)),
                              trust=quick_bundle.trust, registry=registry)
+
+
+def _signed(qb: QuickBundle, models: dict[str, Any] | None = None,
+            **manifest_over: Any) -> bytes:
+    """A bundle the trusted key signed, with manifest fields replaced: well signed, badly
+    made."""
+    import io
+    import zipfile
+
+    from models.bundle import FORMAT
+    from pharmacy.canonical import canonical_json
+    from pharmacy.signing import sha256_files
+
+    manifest = {"format": FORMAT, "version": qb.version, "issued_at": "2026-11-01T00:00:00Z",
+                "key_id": qb.key.key_id, "files": sha256_files(qb.files),
+                "models": models if models is not None else qb.models}
+    manifest.update(manifest_over)
+    body = canonical_json(manifest).encode()
+    sig = canonical_json({"key_id": qb.key.key_id, "signature": qb.key.sign(body)}).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("manifest.json", body)
+        z.writestr("signature.json", sig)
+        for n, d in qb.files.items():
+            z.writestr(n, d)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("over", [{"issued_at": "0001-01-01T00:00:00+05:00"},
+                                  {"version": "m1\x00x"}, {"version": "../m1"},
+                                  {"version": "m1.2"}])
+def test_signed_bundle_with_an_unusable_version_or_time(store: Store,
+                                                        quick_bundle: QuickBundle,
+                                                        over: dict[str, Any]) -> None:
+    from models.errors import BundleCorrupt
+
+    with pytest.raises(BundleCorrupt):
+        install_model_bundle(store, _signed(quick_bundle, **over), trust=quick_bundle.trust,
+                             registry=ModelRegistry())
+    assert store.conn.execute("SELECT COUNT(*) FROM model_bundles").fetchone()[0] == 0
+
+
+def test_odd_manifest_metrics_are_left_out_of_listings(store: Store,
+                                                       quick_bundle: QuickBundle) -> None:
+    """Holdout metrics of the wrong shape: the bundle installs (its models are fine) and
+    listings show what they can instead of failing every time."""
+    from models.bundle import installed
+
+    models = {k: dict(v) for k, v in quick_bundle.models.items()}
+    models["forecast"]["holdout"] = ["odd"]
+    models["diversion"]["evaluation"] = "n/a"
+    out = install_model_bundle(store, _signed(quick_bundle, models=models),
+                               trust=quick_bundle.trust, registry=ModelRegistry())
+    assert out["status"] == "installed"
+    listed = installed(store)
+    assert listed[0]["models"]["forecast"]["holdout"] == {}
+    assert listed[0]["models"]["diversion"]["evaluation"] == {
+        "precision": None, "recall": None, "ordinary_flagged_rate": None}
