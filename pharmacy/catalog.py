@@ -91,16 +91,24 @@ def _entry_error(where: str, message: str) -> BadInput:
 
 def _text(d: Mapping[str, Any], key: str, where: str) -> str | None:
     v = d.get(key)
-    if v is None or isinstance(v, str):
+    if v is None or (isinstance(v, str) and "\x00" not in v):
         return v
     raise _entry_error(where, f"{key} must be text, got {v!r}")
 
 
 def _whole(d: Mapping[str, Any], key: str, default: int, lo: int, hi: int, where: str) -> int:
+    """A whole number, also written as one in text ("30") or as a float (825.0)."""
     v = d.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+    n: int | None = None
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    elif isinstance(v, float) and v.is_integer():
+        n = int(v)
+    elif isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
+        n = int(v.strip())
+    if n is None or not lo <= n <= hi:
         raise _entry_error(where, f"{key} must be a whole number from {lo} to {hi}, got {v!r}")
-    return v
+    return n
 
 
 def product_from_json(d: Mapping[str, Any]) -> Product:
@@ -111,7 +119,7 @@ def product_from_json(d: Mapping[str, Any]) -> Product:
     for key in ("ndc", "name"):
         if key not in d:
             raise BadInput(f"catalog entry lacks {key}", code="BAD_CATALOG_ENTRY")
-        if not isinstance(d[key], str):
+        if not isinstance(d[key], str) or "\x00" in d[key]:
             raise BadInput(f"catalog entry's {key} must be text, got {d[key]!r:.60}",
                            code="BAD_CATALOG_ENTRY")
     parts = parse_hyphenated_ndc(d["ndc"])

@@ -108,10 +108,14 @@ class StockChanged:
 
 
 # ---- receive --------------------------------------------------------------------------------
+MAX_UNIT_COST_CENTS = 2**31 - 1  # what head office stores for a batch's unit cost
+
+
 def _require_text(where: str = "", **fields: Any) -> None:
-    """Free-text fields that are stored as given: text or nothing."""
+    """Free-text fields that are stored and synced as given: text (without NUL characters,
+    which head office's database cannot hold) or nothing."""
     for name, value in fields.items():
-        if value is not None and not isinstance(value, str):
+        if value is not None and (not isinstance(value, str) or "\x00" in value):
             raise BadInput(f"{where}'{name}' must be text, got {value!r:.60}",
                            code="BAD_REQUEST")
 
@@ -141,6 +145,9 @@ def receive(store: Store, batches: list[dict[str, Any]], *, user_id: str | None 
             qty = parse_qty(item.get("qty"))
             cost = item.get("unit_cost")
             cost_cents = None if cost is None else to_cents(cost, field="unit_cost")
+            if cost_cents is not None and cost_cents > MAX_UNIT_COST_CENTS:
+                raise BadInput(f"batch {i + 1}: unit cost {cost} is implausibly large",
+                               code="BAD_MONEY")
             bid = batch_id_for(product.ndc11, lot)
             existing = c.execute("SELECT expiry FROM batches WHERE batch_id = ?", (bid,)).fetchone()
             if existing is not None and existing[0] != expiry.isoformat():

@@ -18,12 +18,13 @@ def to_cents(value: str | int | Decimal, *, field: str = "amount") -> int:
         raise BadInput(f"{field} '{value}' is not a decimal amount", code="BAD_MONEY") from None
     if not d.is_finite() or d < 0:
         raise BadInput(f"{field} '{value}' must be zero or more", code="BAD_MONEY")
-    cents = d * 100
-    if cents != cents.to_integral_value():
-        raise BadInput(f"{field} '{value}' has more than 2 decimals", code="BAD_MONEY")
-    if cents > MAX_CENTS:
+    if d > MAX_CENTS // 100:  # before arithmetic: 1E+999999 would overflow Decimal's context
         raise BadInput(f"{field} '{value}' is implausibly large", code="BAD_MONEY")
-    return int(cents)
+    _sign, digits, exponent = d.as_tuple()  # exact, no context: '1e-999999999' stays itself
+    zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if any(digits) and isinstance(exponent, int) and exponent + zeros < -2:
+        raise BadInput(f"{field} '{value}' has more than 2 decimals", code="BAD_MONEY")
+    return int(d * 100)
 
 
 def fmt(cents: int) -> str:

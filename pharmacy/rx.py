@@ -362,7 +362,7 @@ def find_fill(conn: sqlite3.Connection, rx_number: str) -> str:
     """The open fill (or the latest) of an Rx by its number, e.g. typed or scanned at pickup."""
     row = conn.execute(
         "SELECT f.fill_id FROM fills f JOIN prescriptions p ON p.rx_id = f.rx_id "
-        "WHERE p.rx_number = ? ORDER BY (f.state IN ('picked_up','cancelled')), "
+        "WHERE p.rx_number = ? ORDER BY (f.state IN ('picked_up','cancelled','returned')), "
         "f.refill_number DESC LIMIT 1", (rx_number.strip(),)).fetchone()
     if row is None:
         raise NotFound(f"no prescription {rx_number}", code="UNKNOWN_RX")

@@ -359,7 +359,8 @@ def return_sale(conn: sqlite3.Connection, replica_id: str, sale_id: str, user_id
     ``return`` register entry; the return is recorded (``sale_returns``) and synced as its own
     event, and the sale's row stays as it was committed. A sale is returned at most once, and
     never once it has been paid."""
-    sale = conn.execute("SELECT total_cents FROM sales WHERE sale_id = ?", (sale_id,)).fetchone()
+    sale = conn.execute("SELECT total_cents, rx_number, patient_id FROM sales WHERE sale_id = ?",
+                        (sale_id,)).fetchone()
     if sale is None:
         raise NotFound(f"no sale {sale_id}", code="UNKNOWN_SALE")
     if conn.execute("SELECT 1 FROM sale_returns WHERE sale_id = ?", (sale_id,)).fetchone():
@@ -381,7 +382,8 @@ def return_sale(conn: sqlite3.Connection, replica_id: str, sale_id: str, user_id
             register.append(conn, replica_id, now_s, "return", {
                 "ndc": product.ndc, "name": product.name, "schedule": product.dea_schedule,
                 "batch_id": batch_id, "lot": lot, "expiry": expiry, "qty": int(qty),
-                "sale_id": sale_id, "fill_id": fill_id, "user_id": user_id, "reason": reason,
+                "sale_id": sale_id, "fill_id": fill_id, "rx_number": sale[1],
+                "patient_id": sale[2], "user_id": user_id, "reason": reason,
             })
             reg += 1
     allocations = [[r[1], r[2], r[3], int(r[4])] for r in rows]

@@ -248,7 +248,9 @@ def collect_dispensings(conn: sqlite3.Connection, vault: Any, user_id: str, star
         where=f"s.created_at >= ? AND s.created_at < ? AND {_NOT_RETURNED}"), (lo, hi))
     out: list[Dispensing] = []
     patients: dict[str, dict[str, Any]] = {}
-    for status, rows in (("00", new_rows.fetchall()), ("02", owed_voids(conn, tz))):
+    # a void before the new records: a report holding both for one prescription and fill
+    # number (returned, then filled again) cancels the old record, not the new one
+    for status, rows in (("02", owed_voids(conn, tz)), ("00", new_rows.fetchall())):
         for sale_id, created, rx_json, patient_id, ndc, qty in rows:
             if not patient_id:  # a controlled dispense always has a patient; skip a broken row
                 continue
@@ -264,8 +266,9 @@ def collect_dispensings(conn: sqlite3.Connection, vault: Any, user_id: str, star
 
 
 def owed_voids(conn: sqlite3.Connection, tz: tzinfo) -> list[Any]:
-    """The dispensing rows (as ``_DISPENSED`` reads them) of sales returned to stock after a
-    production report covering their day had been made, not yet voided by one."""
+    """The dispensing rows (as ``_DISPENSED`` reads them) of sales returned to stock that a
+    production report sent (made after the sale was recorded and before it was returned,
+    covering its day), not yet voided by one."""
     rows = conn.execute(_DISPENSED.format(
         where="s.sale_id IN (SELECT sale_id FROM sale_returns WHERE pmp_void_report IS NULL)")
     ).fetchall()
@@ -274,12 +277,14 @@ def owed_voids(conn: sqlite3.Connection, tz: tzinfo) -> list[Any]:
     reports = [(date.fromisoformat(a), date.fromisoformat(b), str(c)) for a, b, c in
                conn.execute("SELECT period_start, period_end, created_at FROM pmp_reports "
                             "WHERE production = 1")]
-    returned_at = dict(conn.execute("SELECT sale_id, created_at FROM sale_returns WHERE "
-                                    "pmp_void_report IS NULL").fetchall())
+    times = {r[0]: (str(r[1]), str(r[2])) for r in conn.execute(
+        "SELECT x.sale_id, s.decided_at, x.created_at FROM sale_returns x JOIN sales s ON "
+        "s.sale_id = x.sale_id WHERE x.pmp_void_report IS NULL")}
     out = []
     for row in rows:
         day = parse_iso(row[1]).astimezone(tz).date()
-        if any(a <= day <= b and made < returned_at[row[0]] for a, b, made in reports):
+        recorded, returned = times[row[0]]
+        if any(a <= day <= b and recorded < made < returned for a, b, made in reports):
             out.append(row)
     return out
 
@@ -415,8 +420,9 @@ def write_report(store: Any, vault: Any, *, user_id: str, start: date, end: date
         c.execute("INSERT INTO pmp_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                   (report_id, created, user_id, start.isoformat(), end.isoformat(), control,
                    len(items) - voids, int(production), digest, str(path)))
-        if production and voids:
-            c.executemany("UPDATE sale_returns SET pmp_void_report = ? WHERE sale_id = ?",
+        if production and voids:  # once: a report made meanwhile may have sent it too
+            c.executemany("UPDATE sale_returns SET pmp_void_report = ? WHERE sale_id = ? AND "
+                          "pmp_void_report IS NULL",
                           [(report_id, d.sale_id) for d in items if d.status == "02"])
         c.execute("INSERT INTO audit_log(created_at, user_id, action, subject, detail) "
                   "VALUES (?, ?, 'pmp.report', ?, ?)",

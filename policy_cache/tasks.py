@@ -46,8 +46,9 @@ def tasks(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
         "SELECT rx_number, kind FROM policy_followups")}
     out: list[dict[str, Any]] = []
     rows = store.conn.execute(
-        "SELECT decision_id, sale_id, decided_at, obligations, decision_request, rx FROM sales "
-        "WHERE obligations LIKE '%task:%' UNION ALL "
+        "SELECT decision_id, sale_id, decided_at, obligations, decision_request, rx FROM sales s "
+        "WHERE obligations LIKE '%task:%' AND NOT EXISTS (SELECT 1 FROM sale_returns x WHERE "
+        "x.sale_id = s.sale_id) UNION ALL "
         "SELECT decision_id, NULL, created_at, obligations, request, NULL FROM refusals "
         "WHERE obligations LIKE '%task:%' ORDER BY 3").fetchall()
     for decision_id, sale_id, created_at, obligations, request, sale_rx in rows:
@@ -73,8 +74,9 @@ def tasks(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:
 
 
 def _balance_filled(store: Store, rx_number: str, after: str) -> bool:
-    row = store.conn.execute("SELECT 1 FROM sales WHERE rx_number = ? AND created_at > ?",
-                             (rx_number, after)).fetchone()
+    row = store.conn.execute("SELECT 1 FROM sales s WHERE rx_number = ? AND created_at > ? "
+                             "AND NOT EXISTS (SELECT 1 FROM sale_returns x WHERE "
+                             "x.sale_id = s.sale_id)", (rx_number, after)).fetchone()
     return row is not None
 
 

@@ -75,6 +75,17 @@ def test_catalog_entries_of_the_wrong_shape(entry: Any) -> None:
     assert e.value.code in ("BAD_CATALOG_ENTRY", "BAD_MONEY")
 
 
+def test_whole_numbers_written_as_text_or_floats_are_whole_numbers() -> None:
+    p = catalog.product_from_json({"ndc": "0904-6728-61", "name": "x", "pack_size": "30",
+                                   "tax_rate_bp": 825.0})
+    assert (p.pack_size, p.tax_rate_bp) == (30, 825)
+    for bad in ({"pack_size": "3.5"}, {"tax_rate_bp": 8.25}, {"name": "Ibu\x00profen"},
+                {"strength": "200\x00mg"}):
+        with pytest.raises(BadInput) as e:
+            catalog.product_from_json({"ndc": "0904-6728-61", "name": "x", **bad})
+        assert e.value.code == "BAD_CATALOG_ENTRY"
+
+
 def test_cli_catalog_import_of_a_bad_entry_imports_nothing(data_dir: str,
                                                            tmp_path: Path) -> None:
     cat = tmp_path / "bad.json"
@@ -100,6 +111,19 @@ def test_amounts_beyond_any_real_price_are_refused(stocked: Store) -> None:
         checkout.checkout(d, req, checkout.tender_for("cash", 811, "99999999999999999999"))
     assert e2.value.code == "BAD_MONEY"
     assert stocked.conn.execute("SELECT COUNT(*) FROM sales").fetchone()[0] == sales
+
+
+def test_what_head_office_could_not_hold_is_refused_at_the_counter(stocked: Store) -> None:
+    """A unit cost beyond head office's column or text with a NUL character would be
+    committed here and then refused by every sync: refused here instead."""
+    item = {"ndc": "0904-6728-60", "lot": "N2", "expiry": "2027-01-31", "qty": 1}
+    with pytest.raises(BadInput) as e:
+        inventory.receive(stocked, [{**item, "unit_cost": "21474836.48"}])  # 2**31 cents
+    assert e.value.code == "BAD_MONEY"
+    inventory.receive(stocked, [{**item, "unit_cost": "21474836.47"}])
+    with pytest.raises(BadInput) as e:
+        inventory.receive(stocked, [{**item, "lot": "N3"}], supplier="Mc\x00Kesson")
+    assert e.value.code == "BAD_REQUEST"
 
 
 def test_cli_receive_and_stocktake_of_the_wrong_shape(data_dir: str) -> None:

@@ -70,9 +70,9 @@ def _rx(number: str, today: str, **kw: Any) -> dict[str, Any]:
 
 
 def _sell(store: Store, patient: dict[str, Any] | None, lines: list[dict[str, Any]],
-          rx: dict[str, Any] | None) -> Any:
+          rx: dict[str, Any] | None, **extra: Any) -> Any:
     req: dict[str, Any] = {"jurisdiction": "US-TX", "lines": lines,
-                           "user": {"id": "u-ph", "role": "pharmacist"}}
+                           "user": {"id": "u-ph", "role": "pharmacist"}, **extra}
     if patient is not None:
         req["patient"] = patient
     if rx is not None:
@@ -193,6 +193,10 @@ def test_returned_dispensings_are_left_out_or_voided(tmp_path: Path) -> None:
     entries = store.conn.execute("SELECT kind, qty FROM register WHERE kind = 'return'"
                                  ).fetchall()
     assert [tuple(e) for e in entries] == [("return", 5)]
+    body = json.loads(store.conn.execute("SELECT body FROM register WHERE kind = 'return'"
+                                         ).fetchone()[0])
+    assert (body["rx_number"], body["patient_id"], body["sale_id"]) == (
+        "RX2", "pt-2", early.sale_id)  # the register says whose fill came back
     assert register.verify(store.conn).ok
     now[0] = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)  # next morning: the day's report
     first = pmp.write_report(store, _vault(store), user_id="u-ph", start=day, end=day, tz=UTC,
@@ -220,6 +224,13 @@ def test_returned_dispensings_are_left_out_or_voided(tmp_path: Path) -> None:
     third = pmp.write_report(store, _vault(store), user_id="u-ph", start=day + timedelta(2),
                              end=day + timedelta(2), tz=UTC, out=str(tmp_path / "d3.asap"))
     assert third["voids"] == 0 and third["zero_report"]  # voided once
+    # a catch-up sale entered after its day's report, then returned: no report ever sent it
+    now[0] = datetime(2026, 11, 5, 9, 0, tzinfo=UTC)
+    back = _sell(store, PATIENTS[0], [{"ndc": CII["ndc"], "qty": 2}], _rx("RX4", today),
+                 at="2026-11-02T16:00:00Z")
+    now[0] += timedelta(hours=1)
+    give_back(back)
+    assert pmp.report_status(store.conn, now[0], UTC)["unreported"]["voids"] == 0
     store.close()
 
 
