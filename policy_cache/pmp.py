@@ -184,6 +184,8 @@ def patient_id_elements(doc: Any) -> tuple[str, str, str]:
             return "", "", ""
         kind = str(doc.get("type") or "").strip().lower()
         where = str(doc.get("jurisdiction") or doc.get("state") or "").strip().upper()
+        if not (len(where) == 2 and where.isascii() and where.isalpha()):
+            where = ""  # PAT01 is a two-letter state or country code, never a name
         return where, _ID_QUALIFIERS.get(kind, "99"), number
     m = _STATE_ID.match(str(doc or "").strip().upper())
     if m is None or m["state"] not in _US_STATES:

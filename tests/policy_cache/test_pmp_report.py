@@ -318,6 +318,7 @@ def test_patient_id_and_prescription_origin_codes() -> None:
     assert ids({"type": "Driver licence", "number": "D123", "state": "ca"}) == (
         "CA", "06", "D123")
     assert ids({"type": "Aadhaar", "number": "1234 5678 9012"}) == ("", "99", "1234 5678 9012")
+    assert ids({"type": "State ID", "number": "7", "state": "Texas"}) == ("", "02", "7")
     for unknown in ("12345678", "XXDL123", "", None, {"type": "passport"}, {"number": " "}):
         assert ids(unknown) == ("", "", ""), unknown
 
