@@ -37,6 +37,12 @@ class DocError(ValueError):
     """An edit that the document refuses (unknown document, field or status)."""
 
 
+class DocDecodeError(DocError):
+    """Bytes that are not a pycrdt update (a corrupt or hostile update)."""
+
+    code = "BAD_DOC_UPDATE"
+
+
 def _root(doc: Doc[Any], name: str) -> Map[Any]:
     if name not in _ROOT:
         raise DocError(f"unknown shared document {name!r}; known: {', '.join(DOCS)}")
@@ -49,8 +55,16 @@ def load(updates: Iterable[bytes]) -> Doc[Any]:
     doc: Doc[Any] = Doc()
     for u in updates:
         if u:
-            doc.apply_update(u)
+            try:
+                doc.apply_update(u)
+            except ValueError as e:  # pycrdt: "Cannot decode update: ..."
+                raise DocDecodeError(f"a document update cannot be decoded: {e}") from None
     return doc
+
+
+def check_update(data: bytes) -> None:
+    """Raise :class:`DocDecodeError` unless ``data`` decodes as a pycrdt update."""
+    load([data])
 
 
 def merge(updates: Iterable[bytes]) -> bytes:
@@ -58,7 +72,10 @@ def merge(updates: Iterable[bytes]) -> bytes:
     parts = [u for u in updates if u]
     if not parts:
         return Doc().get_update()
-    return bytes(merge_updates(*parts))
+    try:
+        return bytes(merge_updates(*parts))
+    except ValueError as e:  # pycrdt: "Cannot merge updates"
+        raise DocDecodeError(f"document updates cannot be merged: {e}") from None
 
 
 def state_of(updates: Iterable[bytes]) -> bytes:
@@ -106,8 +123,8 @@ def will_call_put(state: Iterable[bytes], item_id: str, fields: Mapping[str, Any
                        f"{', '.join(WILL_CALL_STATUSES)}")
 
     def apply(items: Map) -> None:  # type: ignore[type-arg]
-        if item_id not in items:
-            items[item_id] = Map({"status": "waiting"})
+        if item_id not in items or not isinstance(items[item_id], Map):
+            items[item_id] = Map({"status": "waiting"})  # new, or a plain value replaced
         item = items[item_id]
         for k, v in clean.items():
             item[k] = v
@@ -127,7 +144,9 @@ def will_call_remove(state: Iterable[bytes], item_id: str) -> bytes:
 
 def will_call_view(state: Iterable[bytes]) -> dict[str, dict[str, Any]]:
     items = _root(load(state), WILL_CALL).to_py() or {}
-    return {k: _plain(dict(v)) for k, v in sorted(items.items())}
+    # an item is a nested map; a plain value under the board (another writer's bug or a
+    # hostile update) is not an item and is left out rather than breaking the board
+    return {k: _plain(dict(v)) for k, v in sorted(items.items()) if isinstance(v, dict)}
 
 
 # ---- store settings -------------------------------------------------------------------------
