@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pharmacy import outbox
 from pharmacy.canonical import canonical_json
+from pharmacy.errors import BadInput
 from pharmacy.ids import new_id
 
 GENESIS = "0" * 64
@@ -56,14 +58,72 @@ def append(
     return {**entry, "prev_hash": prev, "hash": h}
 
 
-def insert_foreign(conn: sqlite3.Connection, entry: dict[str, Any]) -> bool:
-    """Store another replica's entry received by sync, exactly as it was hashed."""
+INT64_MAX = 2**63 - 1
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# columns that are also fields of the hashed body, and must equal them
+_COLUMNS_IN_BODY = ("entry_id", "replica_id", "seq", "created_at", "kind", "ndc", "qty")
+_TEXT_COLUMNS = ("replica_id", "entry_id", "created_at", "kind", "ndc", "body", "prev_hash",
+                 "hash")
+
+
+class BadRegisterEntry(BadInput):
+    """A register entry received by sync that is not a well-formed, correctly hashed entry."""
+
+    code = "BAD_REGISTER_ENTRY"
+
+
+def _int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= INT64_MAX
+
+
+def check_foreign(entry: Any) -> dict[str, Any]:
+    """The entry as a dict, or :class:`BadRegisterEntry`: text columns are text, ``seq`` a
+    whole number from 1, ``qty`` a whole number, ``body`` the canonical JSON object whose
+    fields are the columns, and ``hash`` = ``sha256(prev_hash || body)``."""
+    if not isinstance(entry, Mapping):
+        raise BadRegisterEntry(f"a register entry must be an object, got {entry!r:.60}")
+    for col in _TEXT_COLUMNS:
+        if not isinstance(entry.get(col), str):
+            raise BadRegisterEntry(f"register entry field {col!r} must be text, got "
+                                   f"{entry.get(col)!r:.60}", field=col)
+    if not _int(entry.get("seq"), 1):
+        raise BadRegisterEntry(f"register entry seq must be a whole number from 1, got "
+                               f"{entry.get('seq')!r:.60}", field="seq")
+    if not _int(entry.get("qty"), -INT64_MAX):
+        raise BadRegisterEntry(f"register entry qty must be a whole number, got "
+                               f"{entry.get('qty')!r:.60}", field="qty")
+    for col in ("prev_hash", "hash"):
+        if not _HEX64.fullmatch(entry[col]):
+            raise BadRegisterEntry(f"register entry {col} is not a sha256 hex digest",
+                                   field=col)
+    try:
+        body = json.loads(entry["body"])
+    except (ValueError, RecursionError):
+        raise BadRegisterEntry("register entry body is not JSON", field="body") from None
+    if not isinstance(body, dict):
+        raise BadRegisterEntry("register entry body is not a JSON object", field="body")
+    try:
+        digest = entry_hash(entry["prev_hash"], entry["body"])
+    except UnicodeError:  # a lone surrogate cannot be hashed (nor stored)
+        raise BadRegisterEntry("register entry body is not UTF-8 text", field="body") from None
+    if digest != entry["hash"]:
+        raise BadRegisterEntry("register entry hash does not match its body", field="hash")
+    for col in _COLUMNS_IN_BODY:
+        if body.get(col) != entry[col]:
+            raise BadRegisterEntry(f"register entry column {col} differs from its hashed body",
+                                   field=col)
+    return dict(entry)
+
+
+def insert_foreign(conn: sqlite3.Connection, entry: Any) -> bool:
+    """Store another replica's entry received by sync, exactly as it was hashed. An entry that
+    does not check out (:func:`check_foreign`) is refused with :class:`BadRegisterEntry`."""
+    e = check_foreign(entry)
     cur = conn.execute(
         "INSERT OR IGNORE INTO register(replica_id, seq, entry_id, created_at, kind, ndc, qty, "
         "body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (entry["replica_id"], entry["seq"], entry["entry_id"], entry["created_at"],
-         entry["kind"], entry["ndc"], entry["qty"], entry["body"], entry["prev_hash"],
-         entry["hash"]),
+        (e["replica_id"], e["seq"], e["entry_id"], e["created_at"], e["kind"], e["ndc"],
+         e["qty"], e["body"], e["prev_hash"], e["hash"]),
     )
     return cur.rowcount == 1
 
@@ -97,9 +157,6 @@ class VerifyResult:
         return out
 
 
-_COLUMNS_IN_BODY = ("entry_id", "replica_id", "seq", "created_at", "kind", "ndc", "qty")
-
-
 def verify(conn: sqlite3.Connection) -> VerifyResult:
     count = 0
     chains = 0
@@ -127,12 +184,21 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
             return broken(f"sequence gap: expected entry {expect_seq}")
         if row["prev_hash"] != prev:
             return broken("previous-hash link does not match the entry before it")
-        if entry_hash(row["prev_hash"], row["body"]) != row["hash"]:
+        if not (isinstance(row["prev_hash"], str) and isinstance(row["body"], str)
+                and row["prev_hash"].isascii()):
+            return broken("entry body or previous hash is not text")
+        try:
+            digest = entry_hash(row["prev_hash"], row["body"])
+        except UnicodeError:
+            return broken("entry body is not UTF-8 text")
+        if digest != row["hash"]:
             return broken("entry hash does not match its content")
         try:
             body = json.loads(row["body"])
-        except ValueError:
+        except (ValueError, RecursionError):
             return broken("entry body is not valid JSON")
+        if not isinstance(body, dict):
+            return broken("entry body is not a JSON object")
         for col in _COLUMNS_IN_BODY:
             if body.get(col) != row[col]:
                 return broken(f"column {col} differs from the hashed entry")
