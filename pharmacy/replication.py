@@ -48,6 +48,11 @@ class ReplicationError(PharmosError):
     code = "REPLICATION_ERROR"
 
 
+INT64_MAX = 2**63 - 1  # SQLite INTEGER
+COUNT_MAX = 2**53  # a counter row's p and n, as head office bounds them (sync_server.schemas)
+INT4_MAX = 2**31 - 1  # a batch's unit_cost_cents, as head office stores it (PostgreSQL INTEGER)
+
+
 # ---- sync state -----------------------------------------------------------------------------
 def get_state(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
     row = conn.execute("SELECT value FROM sync_state WHERE key = ?", (key,)).fetchone()
@@ -301,19 +306,95 @@ class ApplyResult:
         return self.events + self.counters
 
 
+def _need_text(kind: str, body: Mapping[str, Any], *keys: str, optional: bool = False
+               ) -> None:
+    for key in keys:
+        value = body.get(key)
+        if (value is None and optional) or isinstance(value, str):
+            continue
+        raise BadInput(f"a {kind} event's {key} must be text, got {value!r:.60}",
+                       code="BAD_EVENT", kind=kind, field=key)
+
+
+def check_batch(body: Mapping[str, Any]) -> None:
+    """A pulled batch event holds what the batches table and the inventory screens read:
+    text ids and timestamps, a lot as receiving accepts it, an expiry YYYY-MM-DD and a unit
+    cost in whole cents that head office can store (0..2**31-1) or none."""
+    _need_text("batch", body, "batch_id", "ndc", "received_at")
+    _need_text("batch", body, "supplier", optional=True)
+    lot = body.get("lot")
+    if not isinstance(lot, str) or inventory.parse_lot(lot) != lot:
+        raise BadInput(f"a batch event's lot {lot!r:.60} is not a lot number", code="BAD_LOT")
+    expiry = body.get("expiry")
+    if not isinstance(expiry, str) or inventory.parse_expiry(expiry).isoformat() != expiry:
+        raise BadInput(f"a batch event's expiry {expiry!r:.60} is not a date YYYY-MM-DD",
+                       code="BAD_EXPIRY")
+    cost = body.get("unit_cost_cents")
+    if cost is not None and not _is_whole(cost, 0, INT4_MAX):
+        raise BadInput(f"a batch event's unit_cost_cents {cost!r:.60} is not whole cents in "
+                       f"0..{INT4_MAX}", code="BAD_EVENT", kind="batch", field="unit_cost_cents")
+
+
+def check_batch_status(body: Mapping[str, Any]) -> None:
+    _need_text("batch_status", body, "batch_id", "status_at")
+    _need_text("batch_status", body, "reason", optional=True)
+    if body.get("status") not in inventory.BATCH_STATUSES:
+        raise BadInput(f"a batch_status event's status {body.get('status')!r:.60} is not one "
+                       f"of {', '.join(inventory.BATCH_STATUSES)}", code="BAD_STATUS")
+
+
+def _doc_update(body: Mapping[str, Any]) -> bytes:
+    """The bytes of a pulled document update, checked to decode as a pycrdt update (stored
+    garbage would break the document's view and edits for good)."""
+    _need_text(DOC_KIND, body, "update_id", "doc", "data")
+    try:
+        data = base64.b64decode(body["data"], validate=True)
+    except ValueError:  # binascii.Error
+        raise BadInput("a doc_update event's data is not base64", code="BAD_DOC_UPDATE"
+                       ) from None
+    try:
+        shared_doc.check_update(data)
+    except shared_doc.DocDecodeError as e:
+        raise BadInput(str(e), code=e.code) from None
+    return data
+
+
+def _store_publication(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any]) -> None:
+    body = ev["body"]
+    if isinstance(body, Mapping):
+        c.execute("INSERT OR IGNORE INTO sync_publications(event_id, server_seq, kind, body, "
+                  "updated_at) VALUES (?, ?, ?, ?, ?)",
+                  (ev["event_id"], ev["server_seq"], ev["kind"], json.dumps(body, sort_keys=True),
+                   iso(store.clock())))
+        return
+    # never pending: pending_publications and mark_publication read an object
+    c.execute("INSERT OR IGNORE INTO sync_publications(event_id, server_seq, kind, body, state, "
+              "attempts, last_error, updated_at) VALUES (?, ?, ?, '{}', 'failed', 0, ?, ?)",
+              (ev["event_id"], ev["server_seq"], ev["kind"],
+               f"BAD_PUBLICATION: the publication's body is not an object: {body!r:.60}",
+               iso(store.clock())))
+
+
 def _apply_event(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any]) -> str | None:
-    """Apply one foreign event; returns why it must wait, or None when applied."""
+    """Apply one foreign event; returns why it must wait, or None when applied. Raises when
+    the event is bad (see :func:`_try_apply`)."""
     kind = ev["kind"]
     body = ev["body"]
+    if kind in PUBLICATION_KINDS:
+        _store_publication(store, c, ev)
+        return None
+    if not isinstance(body, Mapping):
+        raise BadInput(f"a {kind} event's body is not an object", code="BAD_EVENT", kind=kind)
     if kind == "product":
         product = catalog.product_from_json(body)
-        if ev["replica_id"].startswith(HQ_PREFIX) or c.execute(
+        if str(ev["replica_id"]).startswith(HQ_PREFIX) or c.execute(
                 "SELECT 1 FROM products WHERE ndc = ?", (product.ndc,)).fetchone() is None:
             # head office's definition wins; a terminal's announcement only adds what is missing
             catalog.upsert_products(store, [product])
         c.execute("UPDATE products SET announced_at = ? WHERE ndc = ? AND announced_at IS NULL",
                   (ev["created_at"], product.ndc))
     elif kind == "batch":
+        check_batch(body)
         if c.execute("SELECT 1 FROM products WHERE ndc = ?", (body["ndc"],)).fetchone() is None:
             return f"product {body['ndc']} not in the catalog yet"
         cur = c.execute(
@@ -324,6 +405,7 @@ def _apply_event(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any]) -> 
         if cur.rowcount == 0:
             _merge_batch(store, c, ev, body)
     elif kind == "batch_status":
+        check_batch_status(body)
         row = c.execute("SELECT status, status_at FROM batches WHERE batch_id = ?",
                         (body["batch_id"],)).fetchone()
         if row is None:
@@ -336,15 +418,10 @@ def _apply_event(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any]) -> 
     elif kind == "register":
         register.insert_foreign(c, body)
     elif kind == DOC_KIND:
+        data = _doc_update(body)
         c.execute("INSERT OR IGNORE INTO doc_updates(update_id, doc, replica_id, data, "
                   "created_at, pushed) VALUES (?, ?, ?, ?, ?, 1)",
-                  (body["update_id"], body["doc"], ev["replica_id"],
-                   base64.b64decode(body["data"]), ev["created_at"]))
-    elif kind in PUBLICATION_KINDS:
-        c.execute("INSERT OR IGNORE INTO sync_publications(event_id, server_seq, kind, body, "
-                  "updated_at) VALUES (?, ?, ?, ?, ?)",
-                  (ev["event_id"], ev["server_seq"], kind, json.dumps(body, sort_keys=True),
-                   iso(store.clock())))
+                  (body["update_id"], body["doc"], ev["replica_id"], data, ev["created_at"]))
     # other kinds (sales, decisions, movements of other terminals) are kept as received
     return None
 
@@ -377,28 +454,156 @@ def _expiry_conflict(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any],
                            "event_id": ev.get("event_id")}, sort_keys=True)))
 
 
+def terminal_broken(e: BaseException) -> bool:
+    """Whether an error raised while applying pulled data means this terminal's database
+    cannot work right now (locked, disk full or failing, corrupt, closed), as opposed to the
+    data being bad. Such an error must fail the sync, never mark the data as bad: the same
+    data applies once the database works again.
+
+    Of ``sqlite3`` errors, IntegrityError (a constraint refused a value), DataError (a value
+    out of range or too big) and a ProgrammingError/InterfaceError that failed to bind a
+    parameter (a value of a type SQLite cannot store) are about the data; every other one
+    (OperationalError: locked, I/O, read-only, full; DatabaseError: not a database or
+    malformed; a closed connection) is about the database."""
+    if not isinstance(e, sqlite3.Error):
+        return False
+    if isinstance(e, sqlite3.IntegrityError | sqlite3.DataError):
+        return False
+    if isinstance(e, sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return not str(e).startswith("Error binding parameter")
+    return True
+
+
+# what a bad event raises while it is applied (it is parked with the reason, not applied);
+# sqlite3.Error only when terminal_broken() says it is about the data
+_BAD_EVENT_ERRORS = (PharmosError, KeyError, TypeError, ValueError, AttributeError,
+                     IndexError, ArithmeticError, RecursionError, sqlite3.Error)
+
+
 def _try_apply(store: Store, c: sqlite3.Connection, ev: Mapping[str, Any]) -> str | None:
     try:
         with store.transaction():
             return _apply_event(store, c, ev)
-    except (sqlite3.IntegrityError, KeyError, TypeError, ValueError, BadInput) as e:
+    except _BAD_EVENT_ERRORS as e:
+        if terminal_broken(e):
+            raise
+        if isinstance(e, PharmosError):
+            return f"{e.code}: {e.message}"
         return f"{type(e).__name__}: {e}"
 
 
+@dataclass(frozen=True)
+class PulledPage:
+    """A pull page whose shape was checked (:func:`check_page`)."""
+
+    events: list[dict[str, Any]]  # server_seq order; body parsed, body_text as stored
+    counters: list[tuple[str, str, int, int]]  # counter_id, replica_id, p, n
+    next_cursor: int
+    server_seq: int | None
+
+
+def _bad_page(why: str, **details: Any) -> ReplicationError:
+    return ReplicationError(f"head office sent a malformed pull page ({why}); nothing of it "
+                            "was applied", code="BAD_PAGE", **details)
+
+
+def _is_text(value: Any) -> bool:
+    """A str that SQLite can store (UTF-8: no lone surrogates)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _page_list(page: Mapping[str, Any], key: str) -> list[Any]:
+    value = page.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad_page(f"{key} is not a list", field=key)
+    return value
+
+
+def check_page(page: Any) -> PulledPage:
+    """Check the shape of a pulled page before anything of it is applied, or raise
+    :class:`ReplicationError` ``BAD_PAGE``: event ids, replica ids, kinds and timestamps are
+    text; server_seq and the cursors whole numbers in 0..2**63-1; an event body JSON (its
+    text, or the parsed value); a counter row's ids text and p, n whole numbers in 0..2**53.
+
+    What an event's body holds is checked when the event is applied, so that one bad event
+    does not hold up the events after it: a body that is not an object, or whose fields do
+    not check out, parks the event with the reason (``sync_foreign_events.error``, never
+    applied, counted in ``waiting_events``); a publication whose body is not an object is
+    recorded as failed (``BAD_PUBLICATION``)."""
+    if not isinstance(page, Mapping):
+        raise _bad_page("the page is not an object")
+    events: list[dict[str, Any]] = []
+    for i, ev in enumerate(_page_list(page, "events")):
+        if not isinstance(ev, Mapping):
+            raise _bad_page(f"event {i + 1} is not an object", index=i)
+        for key in ("event_id", "replica_id", "kind", "created_at"):
+            if not _is_text(ev.get(key)):
+                raise _bad_page(f"event {i + 1}: {key} is not text", index=i, field=key)
+        if not _is_whole(ev.get("server_seq"), 0, INT64_MAX):
+            raise _bad_page(f"event {i + 1}: server_seq is not a whole number in "
+                            "0..2**63-1", index=i, field="server_seq")
+        if "body" not in ev:
+            raise _bad_page(f"event {i + 1} has no body", index=i, field="body")
+        body = ev["body"]
+        try:
+            if isinstance(body, str):
+                body = json.loads(body)
+            text = json.dumps(body, sort_keys=True)
+        except (ValueError, TypeError, RecursionError):
+            raise _bad_page(f"event {i + 1}: the body is not JSON", index=i,
+                            field="body") from None
+        events.append({"event_id": ev["event_id"], "server_seq": ev["server_seq"],
+                       "replica_id": ev["replica_id"], "kind": ev["kind"],
+                       "created_at": ev["created_at"], "body": body, "body_text": text})
+    counters: list[tuple[str, str, int, int]] = []
+    for i, r in enumerate(_page_list(page, "counters")):
+        if not isinstance(r, Mapping):
+            raise _bad_page(f"counter row {i + 1} is not an object", index=i)
+        for key in ("counter_id", "replica_id"):
+            if not _is_text(r.get(key)):
+                raise _bad_page(f"counter row {i + 1}: {key} is not text", index=i, field=key)
+        for key in ("p", "n"):
+            if not _is_whole(r.get(key), 0, COUNT_MAX):
+                raise _bad_page(f"counter row {i + 1}: {key} is not a whole number in "
+                                "0..2**53", index=i, field=key)
+        counters.append((r["counter_id"], r["replica_id"], r["p"], r["n"]))
+    cursor: Any = page.get("next_cursor")
+    if not _is_whole(cursor, 0, INT64_MAX):
+        raise _bad_page("next_cursor is not a whole number in 0..2**63-1", field="next_cursor")
+    server_seq: Any = page.get("server_seq")
+    if server_seq is not None and not _is_whole(server_seq, 0, INT64_MAX):
+        raise _bad_page("server_seq is not a whole number in 0..2**63-1", field="server_seq")
+    events.sort(key=lambda e: int(e["server_seq"]))
+    return PulledPage(events, counters, int(cursor),
+                      None if server_seq is None else int(server_seq))
+
+
 def apply_pull(store: Store, page: Mapping[str, Any]) -> ApplyResult:
-    """Apply one pulled page and move the cursor, in one transaction."""
+    """Apply one pulled page and move the cursor, in one transaction. A malformed page
+    (:func:`check_page`) is refused whole with ``BAD_PAGE`` and the cursor stays; an event
+    that cannot apply waits (parked with its reason) and the page goes on."""
+    checked = check_page(page)
     current = store.replica_id
-    events = [{**e, "body": json.loads(e["body"]) if isinstance(e["body"], str) else e["body"]}
-              for e in sorted(page.get("events", ()), key=lambda e: int(e["server_seq"]))]
-    counters = page.get("counters", ())
     applied_now = 0
     with store.transaction() as c:
-        for ev in events:
+        for ev in checked.events:
             cur = c.execute(
                 "INSERT OR IGNORE INTO sync_foreign_events(event_id, server_seq, replica_id, "
                 "kind, created_at, body) VALUES (?, ?, ?, ?, ?, ?)",
                 (ev["event_id"], ev["server_seq"], ev["replica_id"], ev["kind"],
-                 ev["created_at"], json.dumps(ev["body"], sort_keys=True)))
+                 ev["created_at"], ev["body_text"]))
             if cur.rowcount == 0:
                 continue  # seen before (a page pulled twice)
             why = _try_apply(store, c, ev)
@@ -406,20 +611,19 @@ def apply_pull(store: Store, page: Mapping[str, Any]) -> ApplyResult:
             c.execute("UPDATE sync_foreign_events SET applied = ?, error = ? WHERE event_id = ?",
                       (0 if why else 1, why, ev["event_id"]))
         merged = 0
-        for r in counters:
-            if r["replica_id"] == current:
+        for counter_id, replica_id, p, n in checked.counters:
+            if replica_id == current:
                 continue  # the server never sends our own rows; ours are the newest
-            c.execute(SQL_MERGE_ROW, (r["counter_id"], r["replica_id"], int(r["p"]), int(r["n"])))
+            c.execute(SQL_MERGE_ROW, (counter_id, replica_id, p, n))
             merged += 1
         # a waiting event can only become applicable once another event has applied
         waiting = (_retry_waiting(store, c) if applied_now else int(c.execute(
             "SELECT COUNT(*) FROM sync_foreign_events WHERE applied = 0").fetchone()[0]))
-        cursor = int(page["next_cursor"])
-        if cursor > _int_state(c, "pull_cursor"):
-            set_state(c, "pull_cursor", cursor)
-        if page.get("server_seq") is not None:
-            set_state(c, "server_seq", int(page["server_seq"]))
-    return ApplyResult(len(events), merged, waiting)
+        if checked.next_cursor > _int_state(c, "pull_cursor"):
+            set_state(c, "pull_cursor", checked.next_cursor)
+        if checked.server_seq is not None:
+            set_state(c, "server_seq", checked.server_seq)
+    return ApplyResult(len(checked.events), merged, waiting)
 
 
 def _retry_waiting(store: Store, c: sqlite3.Connection) -> int:
@@ -429,8 +633,12 @@ def _retry_waiting(store: Store, c: sqlite3.Connection) -> int:
                          ).fetchall()
         progress = False
         for r in rows:
+            try:
+                body = json.loads(r[5])
+            except (ValueError, RecursionError):  # stored as received by an older version
+                body = None
             ev = {"event_id": r[0], "server_seq": r[1], "replica_id": r[2], "kind": r[3],
-                  "created_at": r[4], "body": json.loads(r[5])}
+                  "created_at": r[4], "body": body}
             why = _try_apply(store, c, ev)
             if why is None:
                 c.execute("UPDATE sync_foreign_events SET applied = 1, error = NULL "
@@ -452,16 +660,49 @@ class Publication:
     body: dict[str, Any]
 
 
+def _pub_body(text: Any) -> dict[str, Any] | None:
+    """A stored publication body, or None when it is not a JSON object (an older version
+    stored whatever head office sent)."""
+    try:
+        body = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _pub_target(body: dict[str, Any] | None) -> str:
+    return "" if body is None else str(body.get("kind") or body.get("target") or "")
+
+
+def fail_unreadable_publications(store: Store) -> int:
+    """Mark pending publications whose stored body is not an object as failed
+    (``BAD_PUBLICATION``); returns how many. Only a database written before bodies were
+    checked holds any."""
+    failed = 0
+    with store.transaction() as c:
+        for event_id, text in c.execute("SELECT event_id, body FROM sync_publications "
+                                        "WHERE state = 'pending'").fetchall():
+            if _pub_body(text) is None:
+                c.execute("UPDATE sync_publications SET state = 'failed', last_error = ?, "
+                          "updated_at = ? WHERE event_id = ?",
+                          ("BAD_PUBLICATION: the publication's body is not an object",
+                           iso(store.clock()), event_id))
+                failed += 1
+    return failed
+
+
 def pending_publications(conn: sqlite3.Connection) -> list[Publication]:
     """Pending publications, oldest first; of each kind (and model kind) only the newest
-    counts, older ones are marked superseded."""
+    counts, older ones are marked superseded. One whose body is not an object is left out
+    (:func:`fail_unreadable_publications` marks it failed)."""
     rows = conn.execute("SELECT event_id, server_seq, kind, body FROM sync_publications "
                         "WHERE state = 'pending' ORDER BY server_seq").fetchall()
     latest: dict[tuple[str, str], Publication] = {}
     for r in rows:
-        body = json.loads(r[3])
-        key = (r[2], r[0] if r[2] in CUMULATIVE_KINDS else
-               str(body.get("kind") or body.get("target") or ""))
+        body = _pub_body(r[3])
+        if body is None:
+            continue
+        key = (r[2], r[0] if r[2] in CUMULATIVE_KINDS else _pub_target(body))
         latest[key] = Publication(r[0], int(r[1]), r[2], body)
     return sorted(latest.values(), key=lambda p: p.server_seq)
 
@@ -475,13 +716,13 @@ def mark_publication(store: Store, event_id: str, state: str, error: str | None 
                   (state, error, iso(store.clock()), event_id))
         if row is not None and state in ("installed", "failed") and \
                 row[1] not in CUMULATIVE_KINDS:
-            body = json.loads(row[2])
-            target = str(body.get("kind") or body.get("target") or "")
+            body = _pub_body(row[2])
+            target = _pub_target(body)
             for old in c.execute("SELECT event_id, body FROM sync_publications WHERE kind = ? "
                                  "AND state = 'pending' AND server_seq < ?",
                                  (row[1], row[0])).fetchall():
-                ob = json.loads(old[1])
-                if str(ob.get("kind") or ob.get("target") or "") == target:
+                ob = _pub_body(old[1])
+                if body is not None and ob is not None and _pub_target(ob) == target:
                     c.execute("UPDATE sync_publications SET state = 'superseded', "
                               "updated_at = ? WHERE event_id = ?",
                               (iso(store.clock()), old[0]))
@@ -520,6 +761,8 @@ def edit_doc(store: Store, doc: str, edit: Callable[[Sequence[bytes]], bytes]) -
             current = doc_updates(c, doc)
             update = edit(current)
             add_doc_update(store, doc, update)
+    except shared_doc.DocDecodeError as e:  # stored before pulled updates were checked
+        raise BadInput(str(e), code=e.code) from None
     except shared_doc.DocError as e:
         raise BadInput(str(e), code="BAD_DOC_EDIT") from None
     return shared_doc.view(doc, [*current, update])
@@ -528,6 +771,8 @@ def edit_doc(store: Store, doc: str, edit: Callable[[Sequence[bytes]], bytes]) -
 def doc_view(conn: sqlite3.Connection, doc: str) -> dict[str, Any]:
     try:
         return shared_doc.view(doc, doc_updates(conn, doc))
+    except shared_doc.DocDecodeError as e:  # stored before pulled updates were checked
+        raise BadInput(str(e), code=e.code) from None
     except shared_doc.DocError as e:
         raise BadInput(str(e), code="UNKNOWN_DOC") from None
 
