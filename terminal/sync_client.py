@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import re
 import stat
 import threading
 import time
@@ -237,7 +238,7 @@ class SyncClient:
                 return resp.content
             try:
                 return resp.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 last = "the server sent a body that is not JSON"
                 continue
         raise SyncUnavailable(f"head office at {self.base_url} is unreachable ({last}); the "
@@ -507,11 +508,16 @@ def pull_all(store: Store, client: SyncClient, result: SyncResult) -> None:
                 replication.resend_all(store)
             push_all(store, client, result)
             continue
-        applied = replication.apply_pull(store, page)
+        applied = replication.apply_pull(store, page)  # checks the page (BAD_PAGE)
         result.pulled += applied.rows
-        result.server_seq = int(page["server_seq"])
+        if page.get("server_seq") is not None:
+            result.server_seq = int(page["server_seq"])
         if not page.get("more"):
             return
+        if int(page["next_cursor"]) <= cursor:  # would ask for the same page for ever
+            raise replication.ReplicationError(
+                f"head office sent a malformed pull page (more to come, but the cursor stays "
+                f"at {page['next_cursor']})", code="BAD_PAGE", field="next_cursor")
 
 
 def install_key_endorsement(store: Store, doc: dict[str, Any]) -> dict[str, Any]:
@@ -560,8 +566,40 @@ _INSTALLERS = {
 }
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_publication(kind: str, body: dict[str, Any]) -> str | None:
+    """Why a publication cannot be installed as it stands, or None. A bundle (policy, model)
+    names its download: ``sha256`` the hex digest, ``size`` (optional) a whole number of
+    bytes. The other kinds' installers check their own bodies."""
+    if not _INSTALLERS[kind][2]:
+        return None
+    sha = body.get("sha256")
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        return f"the {kind} publication's sha256 {sha!r:.80} is not a sha256 hex digest"
+    size = body.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool)
+                             or size < 0):
+        return f"the {kind} publication's size {size!r:.80} is not a whole number of bytes"
+    return None
+
+
+def _failed(store: Store, result: SyncResult, pub: replication.Publication, code: str,
+            message: str) -> None:
+    replication.mark_publication(store, pub.event_id, "failed", f"{code}: {message}")
+    result.installed.append({"kind": pub.kind, "event_id": pub.event_id, "ok": False,
+                             "error": code})
+
+
 def install_publications(store: Store, client: SyncClient, result: SyncResult) -> None:
+    """Install pending publications. One that cannot install is marked failed with a code
+    (a malformed body: BAD_PUBLICATION; an installer that fails with anything but a domain
+    error: INSTALL_FAILED, traceback logged), so no publication holds up every sync. A
+    download that cannot be made stays pending; so does one whose installer found this
+    terminal's database unusable (the error fails the sync)."""
     _install_trusted_keys(store)
+    replication.fail_unreadable_publications(store)
     # a new key before the bundles it signs; a grant is capped by a bundle
     order = {"key_endorsement": -1, "policy_bundle": 0, "model": 1, "allowances": 2, "user": 3}
     for pub in sorted(replication.pending_publications(store.conn),
@@ -572,11 +610,16 @@ def install_publications(store: Store, client: SyncClient, result: SyncResult) -
             replication.note_publication_error(store, pub.event_id,
                                                f"{module}.{name} is not installed")
             continue
+        bad = check_publication(pub.kind, pub.body)
+        if bad is not None:
+            _failed(store, result, pub, "BAD_PUBLICATION", bad)
+            continue
         try:
             if needs_blob:
                 data = client.blob(str(pub.body["sha256"]))
+                size = pub.body.get("size")
                 if hashlib.sha256(data).hexdigest() != pub.body["sha256"] or \
-                        len(data) != int(pub.body.get("size", len(data))):
+                        (size is not None and len(data) != size):
                     raise IntegrityFailure(f"{pub.kind} download does not match its sha256",
                                            code="DOWNLOAD_MISMATCH")
                 info = fn(store, data)
@@ -586,10 +629,13 @@ def install_publications(store: Store, client: SyncClient, result: SyncResult) -
             replication.note_publication_error(store, pub.event_id, e.message)
             return
         except PharmosError as e:
-            replication.mark_publication(store, pub.event_id, "failed",
-                                         f"{e.code}: {e.message}")
-            result.installed.append({"kind": pub.kind, "event_id": pub.event_id,
-                                     "ok": False, "error": e.code})
+            _failed(store, result, pub, e.code, e.message)
+            continue
+        except Exception as e:
+            if replication.terminal_broken(e):
+                raise  # the database, not the publication: it stays pending
+            log.exception("installing %s publication %s failed", pub.kind, pub.event_id)
+            _failed(store, result, pub, "INSTALL_FAILED", f"{type(e).__name__}: {e}")
             continue
         replication.mark_publication(store, pub.event_id, "installed")
         entry: dict[str, Any] = {"kind": pub.kind, "event_id": pub.event_id, "ok": True}
@@ -624,6 +670,12 @@ def sync(store: Store, client: SyncClient | None = None, **client_kw: Any) -> Sy
             push_all(store, c, result, first=again)
     except PharmosError as e:
         replication.record_attempt(store, ok=False, error=f"{e.code}: {e.message}")
+        raise
+    except Exception as e:  # a bug or a broken database: recorded if it can be, then raised
+        log.exception("sync failed")
+        with contextlib.suppress(Exception):
+            replication.record_attempt(store, ok=False,
+                                       error=f"SYNC_FAILED: {type(e).__name__}: {e}")
         raise
     finally:
         if c is not None:
