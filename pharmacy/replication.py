@@ -80,6 +80,11 @@ def _sale_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
             for a in body.get("allocations", ())]
 
 
+def _return_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """A sale returned to stock: its allocations ([batch_id, lot, expiry, qty]) go back."""
+    return [(inventory.counter_id(a[0]), int(a[3])) for a in body.get("allocations", ())]
+
+
 def _movement_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(inventory.counter_id(body["batch_id"]), int(body["delta"]))]
 
@@ -88,6 +93,7 @@ def _movement_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
 # moves a counter must be listed here, or a forked replica's rebase cannot move its effect.
 COUNTER_EFFECTS: dict[str, Callable[[Mapping[str, Any]], list[tuple[str, int]]]] = {
     "sale": _sale_effects,
+    "sale_return": _return_effects,
     "movement": _movement_effects,
 }
 

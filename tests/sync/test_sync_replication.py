@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pharmacy import inventory, register, replication
+from pharmacy import inventory, register, replication, sales
+from pharmacy.clock import iso
 from pharmacy.compliance import InterimGate
 from pharmacy.errors import OutOfStock
 from pharmacy.sales import Dispenser
@@ -193,10 +194,14 @@ def check_rebase(stocked: Store, n: int, rnd: random.Random) -> None:
     disp = Dispenser(stocked, InterimGate())
     for _ in range(n):
         try:
-            disp.sell({"lines": [{"ndc": rnd.choice(["0904-6728-60", "0093-0058-01"]),
-                                  "qty": rnd.randint(1, 3)}]})
+            sale = disp.sell({"lines": [{"ndc": rnd.choice(["0904-6728-60", "0093-0058-01"]),
+                                         "qty": rnd.randint(1, 3)}]})
         except OutOfStock:
-            pass
+            continue
+        if rnd.random() < 0.3:  # never handed over: back to stock
+            with stocked.transaction() as c:
+                sales.return_sale(c, stocked.replica_id, sale.sale_id, "u1", "not collected",
+                                  iso(stocked.clock()))
     if rnd.random() < 0.5:
         inventory.receive(stocked, [{"ndc": "0406-0552-01", "lot": f"OX{rnd.randint(2, 9)}",
                                      "expiry": "2028-01-31", "qty": 5}])
@@ -205,10 +210,19 @@ def check_rebase(stocked: Store, n: int, rnd: random.Random) -> None:
     ids = replication.unacked_event_ids(stocked.conn, old)
     # the server holds a prefix of what this replica wrote (pushes go in seq order)
     known = set(ids[:rnd.randint(0, len(ids))])
+    # what the server will keep of the old replica's counters: the effects of what it knew
+    kept: dict[str, int] = {}
+    for e in replication.collect_push(stocked, limit=100_000).events:
+        if e["event_id"] in known:
+            for cid, delta in replication.counter_effects(e["kind"], json.loads(e["body"])):
+                kept[cid] = kept.get(cid, 0) + delta
     stocked.rekey("server-regression")
     res = replication.rebase_forked(stocked, old, known)
     assert res.moved_events == len(ids) - len(known)
     assert on_hand(stocked) == before
+    old_rows = {r[0]: r[1] for r in stocked.conn.execute(
+        "SELECT counter_id, p - n FROM counters WHERE replica_id = ?", (old,))}
+    assert {k: v for k, v in old_rows.items() if v} == {k: v for k, v in kept.items() if v}
     assert register.verify(stocked.conn).ok
     pushed = {e["event_id"] for e in replication.collect_push(stocked, limit=100_000).events}
     assert not (set(ids) - known) & pushed  # the moved originals are never pushed
