@@ -108,7 +108,9 @@ class StockChanged:
 
 
 # ---- receive --------------------------------------------------------------------------------
-MAX_UNIT_COST_CENTS = 2**31 - 1  # what head office stores for a batch's unit cost
+# a batch's unit cost, as head office stores it (a PostgreSQL INTEGER column): the counter,
+# the pull and the server all hold costs to it
+MAX_UNIT_COST_CENTS = 2**31 - 1
 
 
 def _require_text(where: str = "", **fields: Any) -> None:

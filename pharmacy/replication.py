@@ -50,7 +50,6 @@ class ReplicationError(PharmosError):
 
 INT64_MAX = 2**63 - 1  # SQLite INTEGER
 COUNT_MAX = 2**53  # a counter row's p and n, as head office bounds them (sync_server.schemas)
-INT4_MAX = 2**31 - 1  # a batch's unit_cost_cents, as head office stores it (PostgreSQL INTEGER)
 
 
 # ---- sync state -----------------------------------------------------------------------------
@@ -336,9 +335,10 @@ def check_batch(body: Mapping[str, Any]) -> None:
         raise BadInput(f"a batch event's expiry {expiry!r:.60} is not a date YYYY-MM-DD",
                        code="BAD_EXPIRY")
     cost = body.get("unit_cost_cents")
-    if cost is not None and not _is_whole(cost, 0, INT4_MAX):
+    if cost is not None and not _is_whole(cost, 0, inventory.MAX_UNIT_COST_CENTS):
         raise BadInput(f"a batch event's unit_cost_cents {cost!r:.60} is not whole cents in "
-                       f"0..{INT4_MAX}", code="BAD_EVENT", kind="batch", field="unit_cost_cents")
+                       f"0..{inventory.MAX_UNIT_COST_CENTS}", code="BAD_EVENT", kind="batch",
+                       field="unit_cost_cents")
 
 
 def check_batch_status(body: Mapping[str, Any]) -> None:

@@ -35,7 +35,14 @@ from pharmacy.catalog import Product, product_from_json
 from pharmacy.clock import Clock, iso, parse_iso, utcnow
 from pharmacy.errors import BadInput
 from pharmacy.ids import new_id
-from pharmacy.inventory import BATCH_STATUSES, batch_id_for, batch_row, counter_id, status_rank
+from pharmacy.inventory import (
+    BATCH_STATUSES,
+    MAX_UNIT_COST_CENTS,
+    batch_id_for,
+    batch_row,
+    counter_id,
+    status_rank,
+)
 from pharmacy.money import fmt, to_cents
 from pharmacy.replication import HQ_PREFIX
 from sync_server.errors import (
@@ -63,8 +70,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 _IN_CHUNK = 500
 IDEMPOTENCY_TTL = timedelta(days=7)
-# the largest value of a PostgreSQL INTEGER column (srv_batches.unit_cost_cents)
-INT4_MAX = 2**31 - 1
 # an enrollment code lives at most a year (a negative lifetime makes one already expired)
 MAX_ENROLL_TTL_HOURS = 24 * 365
 # report periods: years whose days (and a day either side, in any time zone) a datetime holds
@@ -245,8 +250,8 @@ def _validate_body(kind: str, body: Mapping[str, Any], where: str) -> None:
         if cost is not None and (not isinstance(cost, int) or isinstance(cost, bool)):
             raise BadRequest(f"{where}: unit_cost_cents must be an integer", code="BAD_EVENT",
                              kind=kind, field="unit_cost_cents")
-        if cost is not None and not 0 <= cost <= INT4_MAX:
-            raise BadRequest(f"{where}: unit_cost_cents {cost} is outside 0..{INT4_MAX}",
+        if cost is not None and not 0 <= cost <= MAX_UNIT_COST_CENTS:
+            raise BadRequest(f"{where}: unit_cost_cents {cost} is outside 0..{MAX_UNIT_COST_CENTS}",
                              code="BAD_EVENT", kind=kind, field="unit_cost_cents")
     elif kind == "batch_status":
         need("batch_id", str)

@@ -17,10 +17,11 @@ import pytest
 from fastapi import FastAPI
 
 from pharmacy.errors import PharmosError
+from pharmacy.inventory import MAX_UNIT_COST_CENTS as INT4_MAX
 from sync_server import schemas
 from sync_server.app import error_response
 from sync_server.errors import SyncError
-from sync_server.storage import INT4_MAX, SqlServerStore, open_store
+from sync_server.storage import SqlServerStore, open_store
 from terminal.cli import main
 from tests.sync.conftest import enroll_code, seed_store, unique
 from tests.sync.test_sync_body_routes import _app, call
