@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, UnknownProduct
@@ -199,15 +199,21 @@ def _check_identifiers(c: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> No
     seen: dict[tuple[int, str], str] = {}
     for row in rows:
         ndc = row[0]
-        for i in (1, 2, 3):  # ndc11, ndc_digits, gtin
+        for i in (1, 2, 3):  # ndc11, ndc_digits, gtin: another row of this import
             other = seen.setdefault((i, row[i]), ndc)
-            if other == ndc:
-                found = c.execute(f"SELECT ndc FROM products WHERE {_COLUMNS[i]} = ? AND "
-                                  "ndc <> ?", (row[i], ndc)).fetchone()
-                other = found[0] if found else ndc
             if other != ndc:
-                raise BadInput(f"NDC {ndc} is the same package as {other} ({_COLUMNS[i]} "
-                               f"{row[i]}); use one of the two", code="NDC_CONFLICT")
+                _conflict(ndc, other, i, row[i])
+        found = c.execute("SELECT ndc, ndc11, ndc_digits, gtin FROM products WHERE "
+                          "(ndc11 = ? OR ndc_digits = ? OR gtin = ?) AND ndc <> ?",
+                          (row[1], row[2], row[3], ndc)).fetchone()
+        if found is not None:  # a product already on file
+            i = next(i for i in (1, 2, 3) if found[i] == row[i])
+            _conflict(ndc, found[0], i, row[i])
+
+
+def _conflict(ndc: str, other: str, column: int, value: str) -> NoReturn:
+    raise BadInput(f"NDC {ndc} is the same package as {other} ({_COLUMNS[column]} {value}); "
+                   "use one of the two", code="NDC_CONFLICT")
 
 
 def lookup(conn: sqlite3.Connection, identifier: str) -> Product:
