@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QRadioButton,
     QScrollArea,
     QStackedWidget,
@@ -271,30 +272,34 @@ class RxScreen(Screen):
         lay.addStretch(1)
         self._page("history", w, scroll=True)
 
-    def _build_cancel(self) -> None:
+    def _reason_page(self, mode: str, title: str, placeholder: str, button: str,
+                     confirm: Any, note: str | None = None) -> QLineEdit:
+        """A page that asks for the reason of a step and confirms it; returns the field."""
         w = QWidget()
         lay = QVBoxLayout(w)
-        lay.addWidget(heading("Cancel this fill"))
-        self.c_reason = line("reason (required)")
-        self.c_reason.returnPressed.connect(self.confirm_cancel)
-        lay.addWidget(self.c_reason)
-        lay.addWidget(primary("Cancel fill  (Shift+F8)", self.confirm_cancel))
+        lay.addWidget(heading(title))
+        if note:
+            lay.addWidget(muted(note))
+        reason = line(placeholder)
+        reason.returnPressed.connect(confirm)
+        lay.addWidget(reason)
+        lay.addWidget(primary(button, confirm))
         lay.addStretch(1)
-        self._page("cancel", w)
+        self._page(mode, w)
+        return reason
+
+    def _build_cancel(self) -> None:
+        self.c_reason = self._reason_page("cancel", "Cancel this fill", "reason (required)",
+                                          "Cancel fill  (Shift+F8)", self.confirm_cancel)
 
     def _build_return(self) -> None:
-        w = QWidget()
-        lay = QVBoxLayout(w)
-        lay.addWidget(heading("Return this fill to stock"))
-        lay.addWidget(muted("For a fill that was never picked up: its units go back to the "
-                            "lots they came from (controlled ones with a register entry), and "
-                            "the refill can be started again."))
-        self.r_reason = line("reason (required), e.g. not picked up in 14 days")
-        self.r_reason.returnPressed.connect(self.confirm_return)
-        lay.addWidget(self.r_reason)
-        lay.addWidget(primary("Return to stock  (Shift+F9)", self.confirm_return))
-        lay.addStretch(1)
-        self._page("return", w)
+        self.r_reason = self._reason_page(
+            "return", "Return this fill to stock",
+            "reason (required), e.g. not picked up in 14 days", "Return to stock  (Shift+F9)",
+            self.confirm_return,
+            note="For a fill that was never picked up: its units go back to the lots they "
+                 "came from (controlled ones with a register entry), and the refill can be "
+                 "started again.")
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
@@ -703,9 +708,7 @@ class RxScreen(Screen):
         self.win.refresh_status()
 
     def start_will_call(self) -> None:
-        self.w_bin.clear()
-        self.set_mode("will_call")
-        self.w_bin.setFocus()
+        self._open_form("will_call", self.w_bin)
 
     def confirm_will_call(self) -> None:
         fill_id = self.current_id()
@@ -785,15 +788,16 @@ class RxScreen(Screen):
 
         self.db(self.counter.rx_refill, fill_id, on_done=done)
 
+    def _open_form(self, mode: str, field: QLineEdit) -> None:
+        field.clear()
+        self.set_mode(mode)
+        field.setFocus()
+
     def start_cancel(self) -> None:
-        self.c_reason.clear()
-        self.set_mode("cancel")
-        self.c_reason.setFocus()
+        self._open_form("cancel", self.c_reason)
 
     def start_return(self) -> None:
-        self.r_reason.clear()
-        self.set_mode("return")
-        self.r_reason.setFocus()
+        self._open_form("return", self.r_reason)
 
     def confirm_return(self) -> None:
         fill_id = self.current_id()
