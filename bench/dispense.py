@@ -7,10 +7,16 @@ database, measured in the same run, interleaved in blocks so both see the same m
 checkpoints run as on the counter (pharmacy.maintenance.IdleCheckpointer): passive, on their
 own thread, once the store has been idle; the untimed pause after each block of 50 sales is
 that idle time.
+
+Beside them, a commit of the sale's size with no other work (``sale_sized_commit``: as many
+one-page row updates as a sale writes WAL frames, counted in the same run), in its own block
+after each block of sales: what the disk alone does with a sale's write, so a tail the
+sale's code adds can be told from one its fsync gets.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from datetime import date, timedelta
@@ -65,6 +71,18 @@ def _prior_rows(store: Store, n: int) -> int:
     return 3 * n
 
 
+def _wal_frames(store: Store, work: Any, times: int = 20) -> int:
+    """WAL frames (pages written and synced) a call of ``work`` commits, on average over
+    ``times`` calls: the log is emptied first (no checkpointer may run), then measured."""
+    c = store.conn
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    for k in range(times):
+        work(k)
+    page = int(c.execute("PRAGMA page_size").fetchone()[0])
+    size = os.path.getsize(store.data_dir / (DB_NAME + "-wal"))
+    return max(0, round((size - 32) / (24 + page) / times))
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     n_sales = 300 if quick else 2000
     n_prior = 34_000 if quick else 42_000  # ×3 rows each: 102k / 126k prior rows
@@ -92,10 +110,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         gate = wiring.compliance_gate(store)
         disp = wiring.dispenser(store)
         today = store.clock().date().isoformat()
-        # as the counter does: checkpoints in idle time; the pause after each block of 50
-        # sales is the idle time between customers (not timed)
-        ckpt = IdleCheckpointer(tmp / "term" / DB_NAME, idle=IDLE_S).start()
-        store.on_commit.append(ckpt.touch)
         payload = "x" * 200
 
         def floor_commit() -> float:
@@ -127,6 +141,27 @@ def run(quick: bool = False) -> dict[str, Any]:
         # sale and compiles the policy partition its lines fall in (reported apart)
         warm = [sale(-1 - k)[0] for k in range(WARM_UP)]
         warm_floor = [floor_commit() for _ in range(WARM_UP)]
+        # the sale's write, counted: then a commit of as many one-page rows (each row alone
+        # on its leaf, rewritten in place)
+        sale_pages = _wal_frames(store, lambda k: sale(-1 - WARM_UP - k))
+        store.conn.execute("CREATE TABLE bench_wide (id INTEGER PRIMARY KEY, payload TEXT)")
+        ids = range(max(1, sale_pages))
+        store.conn.executemany("INSERT INTO bench_wide(id, payload) VALUES (?, ?)",
+                               [(k, "w" * 3000) for k in ids])
+        rewrites = [[(ch * 3000, k) for k in ids] for ch in "ab"]  # same size: in place
+
+        def sale_sized_commit() -> float:
+            rewrites.reverse()
+            t = time.perf_counter()
+            store.conn.execute("BEGIN IMMEDIATE")
+            store.conn.executemany("UPDATE bench_wide SET payload = ? WHERE id = ?", rewrites[0])
+            store.conn.execute("COMMIT")
+            return time.perf_counter() - t
+
+        wide_pages = _wal_frames(store, lambda k: sale_sized_commit())
+        warm_wide = [sale_sized_commit() for _ in range(WARM_UP)]
+        ckpt = IdleCheckpointer(tmp / "term" / DB_NAME, idle=IDLE_S).start()
+        store.on_commit.append(ckpt.touch)
         ckpt.touch()
         ckpt.wait_quiet()
         wiring.freeze_startup_heap()  # as the terminal does once it has started
@@ -134,6 +169,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         dispense: list[float] = []
         first: list[float] = []  # the first sale after each idle pause
         steady: list[float] = []  # the fixed CPU-only loop timed after each sale
+        wide: list[float] = []  # the sale-sized bare commit
         refused = 0
         block = 50
         try:
@@ -147,11 +183,16 @@ def run(quick: bool = False) -> dict[str, Any]:
                     refused += not ok
                     if i == start:
                         first.append(took)
+                for _ in range(block):
+                    wide.append(sale_sized_commit())
+                # as the counter does: checkpoints in idle time; this pause after each block
+                # is the idle time between customers (not timed)
                 ckpt.touch()  # the floor's commits bypass the store
                 ckpt.wait_quiet()
         finally:
             ckpt.stop()
         f, d, h = summary(floor), summary(dispense), summary(steady)
+        w = summary(wide)
         return {
             "dispense": {
                 **d,
@@ -179,6 +220,14 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "prior_rows": prior,
             },
             "floor": {**f, "what": "one-row insert + commit, WAL + synchronous=FULL"},
+            "sale_sized_commit": {
+                **w, "what": "as many one-page row updates as a sale writes WAL frames, "
+                             "+ commit; no other work: the disk's part of a sale",
+                "pages": wide_pages, "sale_pages": sale_pages,
+                "p50_ratio": ratio(w["p50_ms"], f["p99_ms"]),
+                "p99_ratio": ratio(w["p99_ms"], f["p99_ms"]),
+                "max_ratio": ratio(w["max_ms"], f["p999_ms"]),
+                "first_ms": round(warm_wide[0] * 1000, 4)},
             "checkpoints": {"policy": f"passive, after {IDLE_S * 1000:.0f} ms without a "
                             f"commit (between blocks of {block} sales)",
                             "count": ckpt.checkpoints},

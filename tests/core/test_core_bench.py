@@ -33,6 +33,13 @@ def test_bench_dispense_quick_reports_ratios_against_its_floor() -> None:
     host = d["host"]
     assert 0 < host["p50_ms"] <= host["p99_ms"] <= host["max_ms"]
     assert host["p99_over_p50"] == round(host["p99_ms"] / host["p50_ms"], 3)
+    # the disk's part of a sale: a bare commit of as many pages as a sale writes, counted
+    wide = out["sale_sized_commit"]
+    assert wide["n"] == d["n"] and 5 <= wide["sale_pages"] <= 40
+    assert abs(wide["pages"] - wide["sale_pages"]) <= 1
+    assert 0 < wide["p50_ms"] <= wide["p99_ms"] <= wide["p999_ms"] <= wide["max_ms"]
+    assert wide["p99_ratio"] == round(wide["p99_ms"] / f["p99_ms"], 3)
+    assert wide["max_ratio"] == round(wide["max_ms"] / f["p999_ms"], 3)
     assert set(out) >= {"machine", "quick", "dispense", "floor"}
     assert "policy" not in out and "sync" not in out  # --only
 
