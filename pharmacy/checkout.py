@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -323,8 +324,11 @@ class CheckoutResult:
         return {**self.sale.to_json(), "tender": self.tender.to_json()}
 
 
-def checkout(dispenser: Dispenser, request: dict[str, Any], tender: Tender) -> CheckoutResult:
-    """Sell and record the tender in one transaction. A refusal keeps its decision record."""
+def checkout(dispenser: Dispenser, request: dict[str, Any],
+             tender: Tender | Callable[[int], Tender]) -> CheckoutResult:
+    """Sell and record the tender in one transaction. A refusal keeps its decision record.
+    ``tender`` may be made from the sale's total once it is known (``tender_for`` curried:
+    a card pays exactly it, cash with no amount given hands over exactly it)."""
     store = dispenser.store
     refused: ComplianceDenied | None = None
     result: CheckoutResult | None = None
@@ -334,7 +338,8 @@ def checkout(dispenser: Dispenser, request: dict[str, Any], tender: Tender) -> C
         except ComplianceDenied as e:
             refused = e  # the decision row is already in the (released) savepoint: keep it
         else:
-            rec = record_tender(c, sale.sale_id, sale.total_cents, tender,
+            paid = tender(sale.total_cents) if callable(tender) else tender
+            rec = record_tender(c, sale.sale_id, sale.total_cents, paid,
                                 str(request["user"]["id"]), iso(store.clock()))
             result = CheckoutResult(sale, rec)
     if refused is not None:

@@ -84,6 +84,12 @@ def _return_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(inventory.counter_id(a[0]), int(a[3])) for a in body.get("allocations", ())]
 
 
+def _refund_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """A refund: the units a cashier put back on the shelf ([batch_id, lot, expiry, qty])."""
+    return [(inventory.counter_id(a[0]), int(a[3]))
+            for ln in body.get("lines", ()) for a in ln.get("restocked", ())]
+
+
 def _movement_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(inventory.counter_id(body["batch_id"]), int(body["delta"]))]
 
@@ -93,6 +99,7 @@ def _movement_effects(body: Mapping[str, Any]) -> list[tuple[str, int]]:
 COUNTER_EFFECTS: dict[str, Callable[[Mapping[str, Any]], list[tuple[str, int]]]] = {
     "sale": _sale_effects,
     "sale_return": _return_effects,
+    "sale_refund": _refund_effects,
     "movement": _movement_effects,
 }
 

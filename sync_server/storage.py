@@ -1187,7 +1187,8 @@ class SqlServerStore(ABC):
             # side, then each is placed by its own time
             rows = tx.all(
                 "SELECT kind, body, terminal_id, created_at FROM events WHERE tenant_id = ? AND "
-                "store_id = ? AND kind IN ('sale', 'decision', 'register', 'sale_return') AND "
+                "store_id = ? AND kind IN ('sale', 'decision', 'register', 'sale_return', "
+                "'sale_refund') AND "
                 "created_at >= ? AND created_at < ?",
                 (tenant_id, store_id, iso(lo - timedelta(days=1)), iso(hi + timedelta(days=1))))
         days: dict[str, list[int]] = {}
@@ -1197,6 +1198,7 @@ class SqlServerStore(ABC):
         controlled: dict[str, int] = {}
         controlled_returned: dict[str, int] = {}
         returned = [0, 0]  # sales, total (cents)
+        refunded = [0, 0, 0, 0]  # refunds, total, tax, units put back on the shelf (cents)
         for kind, text, terminal, stamped in rows:
             body = json.loads(text)
             try:  # a sale at its own time; a refusal or a register entry when it was recorded
@@ -1226,6 +1228,12 @@ class SqlServerStore(ABC):
             elif kind == "sale_return":
                 returned[0] += 1
                 returned[1] += int(body.get("total_cents") or 0)
+            elif kind == "sale_refund":
+                refunded[0] += 1
+                refunded[1] += int(body.get("total_cents") or 0)
+                refunded[2] += int(body.get("tax_cents") or 0)
+                refunded[3] += sum(int(a[3]) for ln in body.get("lines") or ()
+                                   for a in ln.get("restocked") or ())
         return {
             "tenant_id": tenant_id, "store_id": store_id,
             "period": {"from": start.isoformat(), "to": end.isoformat()}, "tz": str(tz),
@@ -1240,7 +1248,9 @@ class SqlServerStore(ABC):
             "controlled_dispensed": dict(sorted(controlled.items())),
             "returned": {"sales": returned[0], "total": fmt(returned[1]),
                          "controlled_units": dict(sorted(controlled_returned.items()))},
-            "net_total": fmt(money[2] - returned[1]),
+            "refunded": {"refunds": refunded[0], "total": fmt(refunded[1]),
+                         "tax": fmt(refunded[2]), "units_restocked": refunded[3]},
+            "net_total": fmt(money[2] - returned[1] - refunded[1]),
         }
 
     def store_counters(self, tenant_id: str, store_id: str) -> list[tuple[str, str, int, int]]:

@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pharmacy import catalog, checkout, gs1, inventory, print_queue, register, rx, users
+from pharmacy import (
+    catalog,
+    checkout,
+    gs1,
+    inventory,
+    print_queue,
+    refunds,
+    register,
+    rx,
+    users,
+)
 from pharmacy.compliance import ComplianceGate
 from pharmacy.errors import BadInput, NotFound, PharmosError, UnknownProduct
 from pharmacy.gs1 import ScanData, parse_scan
@@ -328,6 +338,27 @@ class Counter:
         rec = sale_record(self.store.conn, sale_id)
         rec["tenders"] = checkout.tenders_for(self.store.conn, sale_id)
         return rec
+
+    # ---- refunds ------------------------------------------------------------------------------
+    def refundable(self, sale_id: str) -> dict[str, Any]:
+        users.require(self.user, "refund_sale")
+        return refunds.refundable(self.store.conn, sale_id)
+
+    def refund(self, sale_id: str, method: str, reason: str, reference: str | None = None,
+               restock_sealed: bool = False) -> refunds.RefundResult:
+        """Refund what of a paid sale is not refunded yet (by its id or the end of it a
+        receipt prints); sealed OTC units go back on the shelf when ``restock_sealed``. A cash
+        refund opens the drawer."""
+        users.require(self.user, "refund_sale")
+        left = refunds.refundable(self.store.conn, sale_id)
+        lines = [{"line_no": ln["line_no"], "qty": ln["refundable"],
+                  "restock": restock_sealed and ln["restockable"]}
+                 for ln in left["lines"] if ln["refundable"]]
+        result = refunds.refund(self.store, self.user, left["sale_id"], method=method,
+                                reason=reason, reference=reference, lines=lines or None)
+        if method == "cash":
+            self._open_drawer()
+        return result
 
     # ---- prescriptions ------------------------------------------------------------------------
     def rx_queue(self, states: Sequence[str] = rx.OPEN_STATES) -> list[str]:

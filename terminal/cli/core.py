@@ -7,9 +7,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pharmacy import catalog, inventory
+from pharmacy import catalog, checkout, inventory, refunds
 from pharmacy import register as controlled_register
 from pharmacy.errors import BadInput, IntegrityFailure
+from pharmacy.sales import default_user
 from pharmacy.store import Store
 from terminal import wiring
 from terminal.cli._common import add_data_dir, add_json, emit, read_json_input
@@ -104,9 +105,62 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
 def cmd_sale(args: argparse.Namespace) -> int:
     req = read_json_input(args.input)
+    tender = req.pop("tender", None) if isinstance(req, dict) else None
     with _open(args) as store:
-        result = wiring.dispenser(store).sell(req)
-        emit(args, result.to_json(), f"sale {result.sale_id} total {result.to_json()['total']}")
+        if tender is None:
+            result = wiring.dispenser(store).sell(req)
+            emit(args, result.to_json(),
+                 f"sale {result.sale_id} total {result.to_json()['total']}")
+            return 0
+        # paid in the same transaction: {"method": "cash"|"card", "tendered", "reference"}
+        if not isinstance(tender, dict):
+            raise BadInput("'tender' must be an object with 'method'", code="BAD_TENDER")
+        req.setdefault("user", default_user())
+        method = str(tender.get("method"))
+        tendered = _text(tender.get("tendered"), "tendered")
+        reference = _text(tender.get("reference"), "reference")
+        checkout.tender_for(method, 0, tendered, reference)  # a bad tender sells nothing
+        paid = checkout.checkout(wiring.dispenser(store), req, lambda total: checkout.tender_for(
+            method, total, tendered, reference))
+        out = paid.to_json()
+        emit(args, out, f"sale {out['sale_id']} total {out['total']} paid by "
+                        f"{out['tender']['method']}, change {out['tender']['change']}")
+    return 0
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None or (isinstance(value, str) and len(value) <= 100):
+        return value
+    raise BadInput(f"tender {name} must be text of at most 100 characters",
+                   code="BAD_TENDER")
+
+
+def cmd_refund(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        if args.show:
+            out = refunds.refundable(store.conn, args.show)
+            emit(args, out, "\n".join(
+                [f"sale {out['sale_id']} total {out['total']} refunded {out['refunded']}"
+                 + ("" if out["paid"] else " (not paid)")]
+                + [f"  line {ln['line_no']}: {ln['refundable']} of {ln['qty']} refundable  "
+                   f"{ln['name']}" + ("  (may go back on the shelf)" if ln["restockable"]
+                                      else "") for ln in out["lines"]]))
+            return 0
+        req = read_json_input(args.input)
+        if not isinstance(req, dict):
+            raise BadInput("the refund must be a JSON object with 'sale_id', 'method' and "
+                           "'reason'", code="BAD_REQUEST")
+        user = req.get("user") or default_user()
+        if not isinstance(user, dict):
+            raise BadInput("'user' must be an object with an 'id' and a 'role'",
+                           code="BAD_USER")
+        result = refunds.refund(store, user, req.get("sale_id"),  # type: ignore[arg-type]
+                                method=str(req.get("method") or ""),
+                                reason=req.get("reason"),  # type: ignore[arg-type]
+                                lines=req.get("lines"), reference=req.get("reference"))
+        out = result.to_json()
+        emit(args, out, f"refund {out['refund_id']} of sale {out['sale_id']}: {out['total']} "
+                        f"by {out['method']}")
     return 0
 
 
@@ -250,6 +304,13 @@ def register(sub: Any) -> None:
     add_json(p)
     p.add_argument("input", nargs="?", default="-")
     p.set_defaults(handler=cmd_sale)
+
+    p = sub.add_parser("refund", help="refund a paid sale, whole or by line (JSON on stdin)")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--show", metavar="SALE_ID", help="what of a sale can still be refunded")
+    p.add_argument("input", nargs="?", default="-")
+    p.set_defaults(handler=cmd_refund)
 
     p = sub.add_parser("stock", help="batches and on-hand quantities")
     add_data_dir(p)

@@ -223,8 +223,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         *(f"  dispensed {sched}: {n} units" for sched, n in
           out["controlled_dispensed"].items()),
         *([f"  returned to stock: {out['returned']['sales']} sales, "
-           f"{out['returned']['total']}; net total {out['net_total']}"]
-          if out["returned"]["sales"] else [])]))
+           f"{out['returned']['total']}"] if out["returned"]["sales"] else []),
+        *([f"  refunded: {out['refunded']['refunds']} refunds, {out['refunded']['total']}"]
+          if out["refunded"]["refunds"] else []),
+        *([f"  net total {out['net_total']}"]
+          if out["returned"]["sales"] or out["refunded"]["refunds"] else [])]))
     return 0
 
 

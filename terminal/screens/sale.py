@@ -136,9 +136,31 @@ class SaleScreen(Screen):
         tf.addRow(self.change)
         tf.addRow(self.last)
 
+        self.refund_box = QGroupBox("Refund a paid sale  (Shift+F10)")
+        rf = form(self.refund_box)
+        self.r_sale = line("sale number from the receipt (Enter shows it)", "refund sale")
+        self.r_sale.returnPressed.connect(self.show_refundable)
+        self.r_summary = muted("")
+        self.r_reason = line("reason (required)", "refund reason")
+        self.r_method = QComboBox()
+        self.r_method.addItems(("cash", "card"))
+        self.r_reference = line("card refund reference")
+        self.r_restock = QCheckBox("Sealed OTC packs go back on the shelf")
+        rf.addRow("Sale", self.r_sale)
+        rf.addRow(self.r_summary)
+        rf.addRow("Reason", self.r_reason)
+        rf.addRow("Pay back by", self.r_method)
+        rf.addRow("Card ref.", self.r_reference)
+        rf.addRow("", self.r_restock)
+        rf.addRow(primary("Refund  (Enter)", self.do_refund))
+        for w in (self.r_reason, self.r_reference):
+            w.returnPressed.connect(self.do_refund)
+        self.refund_box.hide()
+
         right.addWidget(totals)
         right.addWidget(self.decision)
         right.addWidget(self.customer)
+        right.addWidget(self.refund_box)
         right.addWidget(tender)
         right.addStretch(1)
         rw = QWidget()
@@ -161,6 +183,7 @@ class SaleScreen(Screen):
             Action("F10", "Card", lambda: self.pay_key("card"), has),
             Action("Shift+F7", "Clear cart", self.clear_cart, has),
             Action("Shift+F9", "Reprint receipt", self.reprint),
+            Action("Shift+F10", "Refund", self.toggle_refund, self.can("refund_sale")),
         ]
 
     def on_enter(self) -> None:
@@ -276,6 +299,54 @@ class SaleScreen(Screen):
         self.customer.setVisible(not self.customer.isVisible())
         if self.customer.isVisible():
             self._focus_first_empty()
+
+    # ---- refunds -----------------------------------------------------------------------------
+    def toggle_refund(self) -> None:
+        self.refund_box.setVisible(not self.refund_box.isVisible())
+        if not self.refund_box.isVisible():
+            return
+        if not self.r_sale.text() and self.paid is not None:
+            self.r_sale.setText(self.paid.sale_id[-12:])
+        self.r_summary.clear()
+        self.r_sale.setFocus()
+        self.r_sale.selectAll()
+        if self.r_sale.text():
+            self.show_refundable()
+
+    def show_refundable(self) -> None:
+        text = self.r_sale.text().strip()
+        if text:
+            self.db(self.counter.refundable, text, on_done=self._refundable)
+
+    def _refundable(self, out: dict[str, Any]) -> None:
+        lines = [f"{ln['refundable']} of {ln['qty']} × {ln['name']}"
+                 + ("" if ln["restockable"] else "  (not restocked)")
+                 for ln in out["lines"] if ln["refundable"]]
+        paid = "" if out["paid"] else "  — not paid: nothing to refund"
+        self.r_summary.setText(
+            f"Total {out['total']}, refunded {out['refunded']}{paid}\n" + "\n".join(lines))
+        self.r_reason.setFocus()
+
+    def do_refund(self) -> None:
+        method = self.r_method.currentText()
+        self.db(self.counter.refund, self.r_sale.text().strip(), method,
+                self.r_reason.text().strip(),
+                self.r_reference.text().strip() if method == "card" else None,
+                self.r_restock.isChecked(), on_done=self._refunded)
+
+    def _refunded(self, result: Any) -> None:
+        back = sum(q for ln in result.lines for *_, q in ln.restocked)
+        self.info(f"Refunded {fmt(result.total_cents)} by {result.method}"
+                  + (f"; {back} back on the shelf" if back else ""))
+        self.last.setText(f"Refund {result.refund_id[-12:]} · sale {result.sale_id[-12:]} · "
+                          f"{fmt(result.total_cents)}")
+        for w in (self.r_sale, self.r_reason, self.r_reference):
+            w.clear()
+        self.r_restock.setChecked(False)
+        self.r_summary.clear()
+        self.refund_box.hide()
+        self.search.setFocus()
+        self.win.refresh_status()
 
     def _focus_first_empty(self) -> None:
         for w in (self.c_name, self.c_address, self.c_birth, self.c_id_number):

@@ -21,7 +21,7 @@ import keyring
 import pytest
 
 from crdt import shared_doc
-from pharmacy import catalog, inventory, replication, sales
+from pharmacy import catalog, checkout, inventory, refunds, replication, sales
 from pharmacy.clock import iso
 from pharmacy.compliance import InterimGate
 from pharmacy.errors import PharmosError
@@ -190,6 +190,15 @@ def test_head_office_sales_report(tmp_path: Path, server: ServerProcess,
                 {"lines": [{"ndc": "0904-6728-60", "qty": qty}]}).total_cents)
         with pytest.raises(ComplianceDenied):  # no policy bundle here: PSE is refused
             Dispenser(s, InterimGate()).sell({"lines": [{"ndc": "50580-451-01", "qty": 1}]})
+        # a paid sale of 3, one pack brought back sealed: refunded and back on the shelf
+        paid = checkout.checkout(Dispenser(s, InterimGate()), {
+            "user": {"id": "u-ph", "role": "pharmacist"},
+            "lines": [{"ndc": "0904-6728-60", "qty": 3}]},
+            lambda total: checkout.tender_for("cash", total))
+        totals.append(paid.sale.total_cents)
+        back = refunds.refund(s, {"id": "u-ph", "role": "pharmacist"}, paid.sale.sale_id,
+                              method="cash", reason="unopened",
+                              lines=[{"line_no": 1, "qty": 1, "restock": True}])
     with b.store() as s:
         wiring.install_demo_policy(s)
         grant_allowances(s, {"per_day": {"CII": 100}})
@@ -218,12 +227,15 @@ def test_head_office_sales_report(tmp_path: Path, server: ServerProcess,
     rep = hq.sales_report(shop[0], shop[1], today, today)
     from pharmacy.money import fmt
 
-    assert rep["sales"] == 3 and rep["total"] == fmt(sum(totals))
-    assert rep["returned"] == {"sales": 1, "total": fmt(totals[2]),
+    assert rep["sales"] == 4 and rep["total"] == fmt(sum(totals))
+    assert rep["returned"] == {"sales": 1, "total": fmt(totals[3]),
                                "controlled_units": {"CII": 12}}
-    assert rep["net_total"] == fmt(totals[0] + totals[1])
+    assert back.total_cents == 749 + 62
+    assert rep["refunded"] == {"refunds": 1, "total": "8.11", "tax": "0.62",
+                               "units_restocked": 1}
+    assert rep["net_total"] == fmt(totals[0] + totals[1] + totals[2] - back.total_cents)
     assert [d["date"] for d in rep["by_day"]] == [today.isoformat()]
-    assert sorted(t["sales"] for t in rep["by_terminal"]) == [1, 2]
+    assert sorted(t["sales"] for t in rep["by_terminal"]) == [1, 3]
     assert rep["refused"] == {"attempts": 1, "by_code": {"POLICY_ENGINE_MISSING": 1}}
     assert rep["controlled_dispensed"] == {"CII": 12}
     empty = hq.sales_report(shop[0], shop[1], today - timedelta(days=3),

@@ -224,3 +224,46 @@ def test_serial_scanner_on_a_pty(cashier: Term) -> None:
         cashier.win.router.stop()
         os.close(master)
         os.close(slave)
+
+
+def test_refund_by_receipt_number_puts_sealed_packs_back(term: Term) -> None:
+    term.sign_in("manager")
+    s = term.win.sale
+    term.wedge_scan(ibu(term))
+    s.search.setText(AMOX)
+    s.do_search()
+    term.settle()
+    s.cash.setText("20.00")
+    s.pay("cash")
+    term.settle()
+    assert s.paid is not None
+    term.wait_until(lambda: s.print_status == "printed")
+    on_hand = term.sql("SELECT SUM(p - n) FROM counters")
+    term.fkey("Shift+F10")  # the last sale's number, as its receipt prints it
+    term.settle()
+    assert s.refund_box.isVisible() and s.r_sale.text() == s.paid.sale_id[-12:]
+    assert "1 of 1 × Ibuprofen" in s.r_summary.text()
+    assert "(not restocked)" in s.r_summary.text()  # amoxicillin is a prescription drug
+    s.do_refund()  # no reason yet
+    term.settle()
+    assert term.error_code == "REASON_REQUIRED" and s.refund_box.isVisible()
+    s.r_reason.setText("wrong strength")
+    s.r_restock.setChecked(True)
+    s.do_refund()
+    term.settle()
+    assert "Refunded 8.23 by cash; 1 back on the shelf" in term.error
+    assert not s.refund_box.isVisible()
+    assert term.sql("SELECT method, total_cents, user_id FROM refunds")[0][:2] == ("cash", 823)
+    # one pack of ibuprofen back; the amoxicillin stays out (to be destroyed)
+    assert term.sql("SELECT SUM(p - n) FROM counters") == [(on_hand[0][0] + 1,)]
+    term.fkey("Shift+F10")
+    s.r_sale.setText(term.sql("SELECT sale_id FROM sales")[0][0])
+    s.r_reason.setText("again")
+    s.do_refund()
+    term.settle()
+    assert term.error_code == "ALREADY_REFUNDED"
+
+
+def test_a_cashier_cannot_refund(cashier: Term) -> None:
+    keys = {a.key: a for a in cashier.win.sale.fkey_actions()}
+    assert not keys["Shift+F10"].enabled

@@ -1,0 +1,219 @@
+"""Refunds of paid sales: whole or by line, cash or card, sealed OTC units back on the shelf,
+medicines never; the money refunded adds up to exactly what was paid; bad requests write
+nothing."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pharmacy import catalog, checkout, inventory, refunds, replication
+from pharmacy.compliance import InterimGate
+from pharmacy.errors import PharmosError
+from pharmacy.phi import FileKeyProvider
+from pharmacy.sales import Dispenser
+from pharmacy.store import Store
+from tests.conftest import SMALL_CATALOG, FakeClock
+
+IBU, AMOX = "0904-6728-60", "0093-0058-01"
+PHARMACIST = {"id": "u-paula", "role": "pharmacist"}
+MANAGER = {"id": "u-max", "role": "manager"}
+
+
+def paid_sale(dispenser: Dispenser, lines: list[dict[str, Any]], method: str = "cash",
+              tendered: str | None = None) -> checkout.CheckoutResult:
+    return checkout.checkout(dispenser, {"user": PHARMACIST, "lines": lines},
+                             lambda total: checkout.tender_for(method, total, tendered,
+                                                               "APPR1" if method == "card"
+                                                               else None))
+
+
+def on_hand(store: Store, lot: str) -> int:
+    return next(int(r["on_hand"]) for r in inventory.stock(store.conn, store.clock().date())
+                if r["lot"] == lot)
+
+
+def ibu_stock(store: Store) -> dict[str, int]:
+    return {lot: on_hand(store, lot) for lot in ("IB2606", "IB2701")}
+
+
+def written(store: Store) -> tuple[int, int]:
+    c = store.conn
+    return (c.execute("SELECT COUNT(*) FROM refunds").fetchone()[0],
+            c.execute("SELECT COUNT(*) FROM events WHERE kind = 'sale_refund'").fetchone()[0])
+
+
+def test_whole_refund_pays_back_what_was_paid_once(dispenser: Dispenser) -> None:
+    store = dispenser.store
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 3}, {"ndc": AMOX, "qty": 20}], "cash",
+                     "50.00").sale
+    before = {lot: on_hand(store, lot) for lot in ("IB2606", "AM1")}
+    r = refunds.refund(store, MANAGER, sale.sale_id, method="cash", reason="wrong items")
+    assert (r.subtotal_cents, r.tax_cents, r.total_cents) == (
+        sale.subtotal_cents, sale.tax_cents, sale.total_cents)
+    assert [(ln.line_no, ln.qty, ln.restocked) for ln in r.lines] == [(1, 3, ()), (2, 20, ())]
+    # nothing goes back on the shelf unless the cashier says so
+    assert {lot: on_hand(store, lot) for lot in before} == before
+    body = json.loads(store.conn.execute(
+        "SELECT body FROM events WHERE kind = 'sale_refund'").fetchone()[0])
+    assert body["sale_id"] == sale.sale_id and body["total_cents"] == sale.total_cents
+    assert body["method"] == "cash" and body["user_id"] == "u-max"
+    assert r.to_json()["total"] == sale.to_json()["total"]
+    with pytest.raises(PharmosError) as e:
+        refunds.refund(store, MANAGER, sale.sale_id, method="cash", reason="again")
+    assert e.value.code == "ALREADY_REFUNDED" and e.value.exit_code == 2
+    assert written(store) == (1, 1)
+    shown = refunds.refundable(store.conn, sale.sale_id)
+    assert shown["paid"] and shown["refunded"] == shown["total"]
+    assert [ln["refundable"] for ln in shown["lines"]] == [0, 0]
+    assert [ln["restockable"] for ln in shown["lines"]] == [True, False]
+    assert refunds.refunds_for(store.conn, sale.sale_id)[0]["total"] == r.to_json()["total"]
+
+
+def test_sealed_otc_units_go_back_to_the_lots_they_came_from(dispenser: Dispenser) -> None:
+    store = dispenser.store
+    # 7 packs: FEFO takes 5 from IB2606 and 2 from IB2701 (IB2510 is expired)
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 7}], "card").sale
+    assert (on_hand(store, "IB2606"), on_hand(store, "IB2701")) == (0, 8)
+    first = refunds.refund(store, PHARMACIST, sale.sale_id, method="card", reference=" R-9 ",
+                           reason="unopened", lines=[{"line_no": 1, "qty": 3, "restock": True}])
+    assert first.reference == "R-9" and first.method == "card"
+    assert [(lot, q) for _, lot, _, q in first.lines[0].restocked] == [("IB2701", 2),
+                                                                       ("IB2606", 1)]
+    assert (on_hand(store, "IB2606"), on_hand(store, "IB2701")) == (1, 10)
+    assert set(first.changed.batch_ids) == {"00904672860:IB2701", "00904672860:IB2606"}
+    # the rest refunded but kept off the shelf (opened): stock does not move
+    rest = refunds.refund(store, PHARMACIST, sale.sale_id, method="card", reason="opened")
+    assert rest.lines[0].qty == 4 and rest.lines[0].restocked == ()
+    assert (on_hand(store, "IB2606"), on_hand(store, "IB2701")) == (1, 10)
+    assert first.total_cents + rest.total_cents == sale.total_cents
+    # a forked replica's rebase moves what the refund put back
+    body = json.loads(store.conn.execute(
+        "SELECT body FROM events WHERE kind = 'sale_refund' ORDER BY rowid").fetchone()[0])
+    assert sorted(replication.counter_effects("sale_refund", body)) == sorted([
+        (inventory.counter_id("00904672860:IB2701"), 2),
+        (inventory.counter_id("00904672860:IB2606"), 1)])
+
+
+def test_medicine_is_never_restocked_and_a_refused_refund_writes_nothing(
+        dispenser: Dispenser) -> None:
+    store = dispenser.store
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 1}, {"ndc": AMOX, "qty": 30}]).sale
+    stock_before = on_hand(store, "AM1")
+
+    def refused(code: str, user: dict[str, Any] = PHARMACIST, sale_id: Any = sale.sale_id,
+                **kw: Any) -> PharmosError:
+        kw.setdefault("method", "cash")
+        kw.setdefault("reason", "customer changed their mind")
+        with pytest.raises(PharmosError) as e:
+            refunds.refund(store, user, sale_id, **kw)
+        assert e.value.code == code, (e.value.code, e.value.message)
+        assert written(store) == (0, 0) and on_hand(store, "AM1") == stock_before
+        return e.value
+
+    e = refused("NOT_RESTOCKABLE", lines=[{"line_no": 2, "qty": 30, "restock": True}])
+    assert "destruction" in e.message and e.exit_code == 2
+    refused("NOT_RESTOCKABLE", lines=[{"line_no": 1, "restock": True},
+                                      {"line_no": 2, "qty": 1, "restock": True}])
+    e = refused("REFUND_EXCEEDS_SALE", lines=[{"line_no": 2, "qty": 31}])
+    assert e.details["refundable"] == 30
+    refused("ROLE_NOT_PERMITTED", user={"id": "u-cara", "role": "cashier"})
+    refused("HIPAA_UNIQUE_USER", user={"role": "manager"})
+    refused("REASON_REQUIRED", reason="  ")
+    refused("BAD_REASON", reason="x" * 501)
+    refused("BAD_TENDER", method="cheque")
+    refused("BAD_REFERENCE", method="card", reference=7)
+    refused("UNKNOWN_SALE", sale_id="no-such-sale")
+    refused("BAD_REQUEST", sale_id=None)
+    refused("UNKNOWN_LINE", lines=[{"line_no": 3, "qty": 1}])
+    refused("UNKNOWN_LINE", lines=[{"line_no": True, "qty": 1}])
+    refused("BAD_REQUEST", lines=[{"line_no": 1}, {"line_no": 1}])
+    refused("BAD_REQUEST", lines=[])
+    refused("BAD_REQUEST", lines=["line 1"])
+    refused("BAD_REQUEST", lines=[{"line_no": 1, "restock": "yes"}])
+    for qty in (0, -1, 1.5, "1"):
+        assert refused("BAD_QUANTITY", lines=[{"line_no": 1, "qty": qty}]).exit_code == 1
+    # an unpaid sale (a prescription filled and never picked up) is returned, not refunded
+    unpaid = dispenser.sell({"user": PHARMACIST, "lines": [{"ndc": IBU, "qty": 1}]})
+    e = refused("SALE_NOT_PAID", sale_id=unpaid.sale_id)
+    assert "return to stock" in e.message
+    # the refund that is allowed goes through: the medicine's money back, no stock
+    ok = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="allergy",
+                        lines=[{"line_no": 2}])
+    assert ok.lines[0].qty == 30 and ok.lines[0].restocked == ()
+    assert on_hand(store, "AM1") == stock_before
+
+
+def test_tax_share_when_the_rate_changed_since_the_sale(dispenser: Dispenser) -> None:
+    store = dispenser.store
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 3}]).sale  # 22.47 + 1.85 tax
+    assert sale.tax_cents == 185
+    p = catalog.lookup(store.conn, IBU)
+    catalog.upsert_products(store, [catalog.product_from_json(
+        {**p.to_json(), "tax_rate_bp": 1000, "price": "7.49"})])
+    first = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r",
+                           lines=[{"line_no": 1, "qty": 1}])
+    assert first.tax_cents == 62  # a third of what was paid, not 10% of 7.49
+    rest = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r")
+    assert first.tax_cents + rest.tax_cents == 185
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_refunds_in_any_parts_add_up_to_the_sale(data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.init(Path(tmp) / "term", "store-1",
+                           clock=FakeClock(datetime(2026, 11, 2, 15, 0, tzinfo=UTC)))
+        try:
+            catalog.upsert_products(store, [catalog.product_from_json(p)
+                                            for p in SMALL_CATALOG])
+            inventory.receive(store, [
+                {"ndc": IBU, "lot": "IB2701", "expiry": "2027-01-31", "qty": 10},
+                {"ndc": IBU, "lot": "IB2606", "expiry": "2026-12-31", "qty": 5},
+                {"ndc": AMOX, "lot": "AM1", "expiry": "2027-06-30", "qty": 500}])
+            parts(Dispenser(store, InterimGate(), keys=FileKeyProvider(store.data_dir)), data)
+        finally:
+            store.close()
+
+
+def parts(dispenser: Dispenser, data: st.DataObject) -> None:
+    store = dispenser.store
+    qty_ibu = data.draw(st.integers(1, 15), label="ibuprofen packs")
+    qty_amox = data.draw(st.integers(1, 40), label="amoxicillin capsules")
+    ibu_before = ibu_stock(store)
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": qty_ibu},
+                                 {"ndc": AMOX, "qty": qty_amox}]).sale
+    left = {1: qty_ibu, 2: qty_amox}
+    refunded = 0
+    while any(left.values()):
+        n = data.draw(st.sampled_from([k for k, v in left.items() if v]), label="line")
+        q = data.draw(st.integers(1, left[n]), label="qty")
+        restock = n == 1 and data.draw(st.booleans(), label="restock")
+        r = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r",
+                           lines=[{"line_no": n, "qty": q, "restock": restock}])
+        assert r.lines[0].tax_cents >= 0 and sum(a[3] for a in r.lines[0].restocked) == (
+            q if restock else 0)
+        left[n] -= q
+        refunded += r.total_cents
+    assert refunded == sale.total_cents
+    with pytest.raises(PharmosError):
+        refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r")
+    # what was put back went into the lots it left, never more than each gave
+    back: dict[str, int] = {}
+    for (text,) in store.conn.execute("SELECT lines FROM refunds WHERE sale_id = ?",
+                                      (sale.sale_id,)):
+        for ln in json.loads(text):
+            for a in ln["restocked"]:
+                back[a[1]] = back.get(a[1], 0) + a[3]
+    took = {a.lot: a.qty for a in sale.lines[0].allocations}
+    assert all(back[lot] <= took[lot] for lot in back)
+    after = ibu_stock(store)
+    assert {lot: after[lot] - (ibu_before[lot] - took.get(lot, 0)) for lot in after} == {
+        lot: back.get(lot, 0) for lot in after}
