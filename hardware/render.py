@@ -188,6 +188,69 @@ def render_receipt(sale: Mapping[str, Any], layout: Layout, *, reprint: bool = F
     return page.bytes()
 
 
+def render_refund(sale: Mapping[str, Any], refund: Mapping[str, Any], layout: Layout, *,
+                  reprint: bool = False, kick: bool = False, store_id: str | None = None
+                  ) -> bytes:
+    """A refund slip: header, REFUND, the refund and the sale it refunds, the lines and
+    units paid back (and which went back on the shelf), totals, how it was paid back, a
+    line for the customer's signature, a QR code carrying the sale id, footer, cut."""
+    page = _Page(layout)
+    if kick and layout.drawer_pin in (2, 5):
+        page.kick(layout.drawer_pin)
+    _header(page, layout)
+    page.style(align="center", bold=True, double_height=True)
+    page.line("REFUND")
+    page.normal()
+    if reprint:
+        page.style(align="center", bold=True)
+        page.line("*** REPRINT - COPY ***")
+        page.normal()
+    page.line()
+    page.two_col("Refund", str(refund["refund_id"])[-12:])
+    page.two_col("Date", _when(str(refund.get("created_at", ""))))
+    page.two_col("Sale", str(sale["sale_id"])[-12:])
+    page.two_col("Sold", _when(str(sale.get("created_at", ""))))
+    if store_id:
+        page.two_col("Store", store_id)
+    if refund.get("user_id"):
+        page.two_col("By", str(refund["user_id"])[: page.cols - 6])
+    page.rule()
+    for ln in refund.get("lines", []):
+        page.wrapped(f"{ln['qty']} x {ln['name']}")
+        page.two_col(f"  NDC {ln['ndc']}", f"-{ln['amount']}")
+        if ln.get("restocked"):
+            page.wrapped(f"{ln['restocked']} back to stock", indent="  ")
+    page.rule()
+    page.two_col("Subtotal", f"-{refund['subtotal']}")
+    page.two_col("Tax", f"-{refund['tax']}")
+    page.style(bold=True)
+    page.two_col("TOTAL REFUNDED", str(refund["total"]))
+    page.normal()
+    method = str(refund.get("method") or "").title()
+    page.two_col(f"{method} refund", str(refund["total"]))
+    if refund.get("reference"):
+        page.two_col("Reference", str(refund["reference"])[: page.cols - 11])
+    if refund.get("reason"):
+        page.wrapped(f"Reason: {refund['reason']}")
+    page.line()
+    page.line("Customer signature:")
+    page.line()
+    page.line("_" * page.cols)
+    page.rule()
+    if layout.qr:
+        page.style(align="center")
+        page.qr(str(sale["sale_id"]))
+        page.wrapped(str(sale["sale_id"]))
+        page.normal()
+    if layout.footer:
+        page.style(align="center")
+        for f in layout.footer:
+            page.wrapped(f)
+        page.normal()
+    page.cut()
+    return page.bytes()
+
+
 def _when(created_at: str) -> str:
     return created_at.replace("T", " ")[:16] + (" UTC" if created_at.endswith(("Z", "+00:00"))
                                                   else "")
@@ -325,9 +388,14 @@ def render_document(doc: Mapping[str, Any], cfg: HardwareConfig) -> bytes:
     layout = receipt_layout(cfg)
     if header and cfg.receipt.header == ReceiptConfig().header:
         layout = replace(layout, header=tuple(header))  # the pharmacy's own name and address
+    first_attempt = int(job.get("attempts") or 1) <= 1
+    if job.get("kind") == "refund":
+        refund = doc["refund"]
+        return render_refund(doc["sale"], refund, layout, reprint=reprint,
+                             kick=first_attempt and not reprint and refund.get("method") == "cash",
+                             store_id=doc.get("store_id"))
     tenders = doc.get("tenders")
     cash = tenders is None or any(t.get("method") == "cash" for t in tenders)
-    first_attempt = int(job.get("attempts") or 1) <= 1
     return render_receipt(doc["sale"], layout, reprint=reprint,
                           kick=first_attempt and not reprint and cash,
                           store_id=doc.get("store_id"), tenders=tenders or ())

@@ -22,10 +22,11 @@ from pharmacy.checkout import tenders_for
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, NotFound, PharmosError
 from pharmacy.ids import new_id
+from pharmacy.refunds import refund_record
 from pharmacy.sales import sale_record
 from pharmacy.store import Store
 
-KINDS = ("receipt", "rx_label")
+KINDS = ("receipt", "rx_label", "refund")
 OPEN_STATUSES = ("pending", "printing", "failed")
 
 
@@ -44,6 +45,7 @@ class PrintJob:
     created_at: str
     updated_at: str
     printed_at: str | None
+    refund_id: str | None = None  # a refund slip: the refund it prints
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PrintJob:
@@ -53,6 +55,7 @@ class PrintJob:
             attempts=row["attempts"], printer=row["printer"], error_code=row["error_code"],
             error_message=row["error_message"], created_at=row["created_at"],
             updated_at=row["updated_at"], printed_at=row["printed_at"],
+            refund_id=row["refund_id"],
         )
 
     @property
@@ -79,9 +82,10 @@ PatientName = Callable[[str], str | None]  # patient_id -> name (through the PHI
 
 # ---- queue rows -----------------------------------------------------------------------------
 def enqueue(store: Store, sale_id: str, kind: str = "receipt", *, line_no: int | None = None,
-            reprint: bool = False) -> PrintJob:
-    """Queue a document for a committed sale. Raises UNKNOWN_SALE for a sale that is not
-    committed (a receipt is never printed for a sale that might roll back)."""
+            reprint: bool = False, refund_id: str | None = None) -> PrintJob:
+    """Queue a document for a committed sale (a refund slip: for one of its committed
+    refunds). Raises UNKNOWN_SALE for a sale that is not committed (a receipt is never
+    printed for a sale that might roll back)."""
     if kind not in KINDS:
         raise BadInput(f"print job kind {kind!r} is not one of {', '.join(KINDS)}",
                        code="BAD_PRINT_KIND")
@@ -96,13 +100,18 @@ def enqueue(store: Store, sale_id: str, kind: str = "receipt", *, line_no: int |
         if conn.execute("SELECT 1 FROM sale_lines WHERE sale_id = ? AND line_no = ?",
                         (sale_id, line_no)).fetchone() is None:
             raise BadInput(f"sale {sale_id} has no line {line_no}", code="UNKNOWN_SALE_LINE")
+    if (kind == "refund") != (refund_id is not None) or (
+            refund_id is not None and conn.execute(
+                "SELECT 1 FROM refunds WHERE refund_id = ? AND sale_id = ?",
+                (refund_id, sale_id)).fetchone() is None):
+        raise BadInput(f"sale {sale_id} has no refund {refund_id}", code="UNKNOWN_REFUND")
     job_id = new_id()
     now = iso(store.clock())
     with store.transaction() as c:
         c.execute(
-            "INSERT INTO print_jobs(job_id, sale_id, kind, line_no, reprint, status, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (job_id, sale_id, kind, line_no, int(reprint), now, now))
+            "INSERT INTO print_jobs(job_id, sale_id, kind, line_no, refund_id, reprint, status, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (job_id, sale_id, kind, line_no, refund_id, int(reprint), now, now))
     return get(conn, job_id)
 
 
@@ -137,16 +146,18 @@ def jobs_for_sale(conn: sqlite3.Connection, sale_id: str) -> list[PrintJob]:
 
 
 def job_for_print(store: Store, sale_id: str, kind: str = "receipt", *,
-                  line_no: int | None = None, reprint: bool = False) -> PrintJob:
+                  line_no: int | None = None, reprint: bool = False,
+                  refund_id: str | None = None) -> PrintJob:
     """The job to print now: an open one for the same document (no duplicate queue entries),
     else a new one, a reprint when the document was printed before or ``reprint`` is asked."""
     jobs = [j for j in jobs_for_sale(store.conn, sale_id)
-            if j.kind == kind and j.line_no == line_no]
+            if j.kind == kind and j.line_no == line_no and j.refund_id == refund_id]
     for j in jobs:
         if j.is_open:
             return j
     printed = any(j.status == "done" for j in jobs)
-    return enqueue(store, sale_id, kind, line_no=line_no, reprint=reprint or printed)
+    return enqueue(store, sale_id, kind, line_no=line_no, reprint=reprint or printed,
+                   refund_id=refund_id)
 
 
 def _update(store: Store, job_id: str, sql: str, params: tuple[Any, ...]) -> PrintJob:
@@ -189,7 +200,7 @@ def document(store: Store, job: PrintJob, *,
     conn = store.conn
     sale = sale_record(conn, job.sale_id)
     doc: dict[str, Any] = {"job": job.to_json(), "store_id": store.store_id, "sale": sale}
-    if job.kind == "receipt":  # the same receipt from the counter, a reprint or the CLI
+    if job.kind in ("receipt", "refund"):  # from the counter, a reprint or the CLI
         tenders = tenders_for(conn, job.sale_id)
         if tenders:
             doc["tenders"] = tenders
@@ -199,6 +210,8 @@ def document(store: Store, job: PrintJob, *,
                                "address": store.get_setting("pharmacy.address") or ""}
     if job.kind == "rx_label":
         doc["label"] = _label_facts(conn, job, sale, patient_name)
+    if job.kind == "refund" and job.refund_id is not None:
+        doc["refund"] = refund_record(conn, job.refund_id)
     return doc
 
 

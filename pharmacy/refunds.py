@@ -198,6 +198,26 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
                         tax, tuple(out), changed)
 
 
+def refund_record(conn: sqlite3.Connection, refund_id: str) -> dict[str, Any]:
+    """A committed refund as its slip prints it."""
+    r = conn.execute("SELECT refund_id, sale_id, created_at, user_id, reason, method, "
+                     "reference, subtotal_cents, tax_cents, total_cents, lines FROM refunds "
+                     "WHERE refund_id = ?", (refund_id,)).fetchone()
+    if r is None:
+        raise NotFound(f"no refund {refund_id}", code="UNKNOWN_REFUND")
+    names = dict(conn.execute("SELECT l.line_no, p.name FROM sale_lines l JOIN products p "
+                              "ON p.ndc = l.ndc WHERE l.sale_id = ?", (r[1],)).fetchall())
+    return {
+        "refund_id": r[0], "sale_id": r[1], "created_at": r[2], "user_id": r[3],
+        "reason": r[4], "method": r[5], "reference": r[6], "subtotal": fmt(int(r[7])),
+        "tax": fmt(int(r[8])), "total": fmt(int(r[9])),
+        "lines": [{"line_no": ln["line_no"], "ndc": ln["ndc"],
+                   "name": names.get(ln["line_no"], ln["ndc"]), "qty": ln["qty"],
+                   "amount": fmt(int(ln["amount_cents"])), "tax": fmt(int(ln["tax_cents"])),
+                   "restocked": sum(int(a[3]) for a in ln["restocked"])}
+                  for ln in json.loads(r[10])]}
+
+
 def refunds_for(conn: sqlite3.Connection, sale_id: str) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT refund_id, created_at, user_id, reason, method, reference, "
                         "total_cents, lines FROM refunds WHERE sale_id = ? ORDER BY created_at",

@@ -64,6 +64,13 @@ class PrintOutcome:
 
 
 @dataclass(frozen=True)
+class Refunded:
+    result: refunds.RefundResult
+    slip: PrintOutcome | None
+    drawer_opened: bool
+
+
+@dataclass(frozen=True)
 class PaidSale:
     sale_id: str
     total: str
@@ -284,12 +291,12 @@ class Counter:
 
     # ---- printing -----------------------------------------------------------------------------
     def _print(self, sale_id: str, kind: str, *, line_no: int | None = None,
-               reprint: bool = False) -> PrintOutcome | None:
-        printer = self.receipt_printer if kind == "receipt" else self.label_printer
+               reprint: bool = False, refund_id: str | None = None) -> PrintOutcome | None:
+        printer = self.label_printer if kind == "rx_label" else self.receipt_printer
         if printer is None:
             return None
         job = print_queue.job_for_print(self.store, sale_id, kind, line_no=line_no,
-                                        reprint=reprint)
+                                        reprint=reprint, refund_id=refund_id)
         vault = PhiVault(self.store.conn, self.keys, self.store.clock)
         uid = self.user["id"]
 
@@ -345,10 +352,10 @@ class Counter:
         return refunds.refundable(self.store.conn, sale_id)
 
     def refund(self, sale_id: str, method: str, reason: str, reference: str | None = None,
-               restock_sealed: bool = False) -> refunds.RefundResult:
+               restock_sealed: bool = False) -> Refunded:
         """Refund what of a paid sale is not refunded yet (by its id or the end of it a
-        receipt prints); sealed OTC units go back on the shelf when ``restock_sealed``. A cash
-        refund opens the drawer."""
+        receipt prints); sealed OTC units go back on the shelf when ``restock_sealed``. The
+        refund slip prints after the refund committed; a cash refund opens the drawer."""
         users.require(self.user, "refund_sale")
         left = refunds.refundable(self.store.conn, sale_id)
         lines = [{"line_no": ln["line_no"], "qty": ln["refundable"],
@@ -356,9 +363,11 @@ class Counter:
                  for ln in left["lines"] if ln["refundable"]]
         result = refunds.refund(self.store, self.user, left["sale_id"], method=method,
                                 reason=reason, reference=reference, lines=lines or None)
-        if method == "cash":
-            self._open_drawer()
-        return result
+        slip = self._print(result.sale_id, "refund", refund_id=result.refund_id)
+        drawer = False
+        if method == "cash":  # the slip carries the drawer kick; without one, kick alone
+            drawer = self._receipt_kicks_drawer() if slip is not None else self._open_drawer()
+        return Refunded(result, slip, drawer)
 
     # ---- prescriptions ------------------------------------------------------------------------
     def rx_queue(self, states: Sequence[str] = rx.OPEN_STATES) -> list[str]:

@@ -257,6 +257,21 @@ def cmd_receipt_label(args: argparse.Namespace) -> int:
     return _finish(args, job)
 
 
+def cmd_receipt_refund(args: argparse.Namespace) -> int:
+    from pharmacy import print_queue
+    from pharmacy.refunds import refund_record
+
+    with _open(args) as store:
+        sale_id = refund_record(store.conn, args.refund_id)["sale_id"]
+        job = print_queue.job_for_print(store, sale_id, "refund", refund_id=args.refund_id)
+        printer, pcfg = _printer(store, args)
+        try:
+            job = print_queue.print_now(store, printer, job, timeout=_wait(pcfg, args))
+        finally:
+            printer.close(0.5)
+    return _finish(args, job)
+
+
 def cmd_receipt_pending(args: argparse.Namespace) -> int:
     from pharmacy import print_queue
 
@@ -362,6 +377,13 @@ def register(sub: Any) -> None:
     p.add_argument("--printer", metavar="URL")
     p.add_argument("--timeout", type=float)
     p.set_defaults(handler=cmd_receipt_label)
+    p = rsub.add_parser("refund", help="print a refund's slip (a marked copy once printed)")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("refund_id")
+    p.add_argument("--printer", metavar="URL")
+    p.add_argument("--timeout", type=float)
+    p.set_defaults(handler=cmd_receipt_refund)
     p = rsub.add_parser("pending", help="receipts and labels waiting to be printed")
     add_data_dir(p)
     add_json(p)

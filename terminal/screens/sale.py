@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from pharmacy.checkout import CartPreview
 from pharmacy.money import fmt
-from terminal.counter import PaidSale, PrintOutcome, ProductHit
+from terminal.counter import PaidSale, PrintOutcome, ProductHit, Refunded
 from terminal.models.tables import CartModel, SearchModel
 from terminal.screens.base import Screen
 from terminal.screens.widgets import (
@@ -334,12 +334,16 @@ class SaleScreen(Screen):
                 self.r_reference.text().strip() if method == "card" else None,
                 self.r_restock.isChecked(), on_done=self._refunded)
 
-    def _refunded(self, result: Any) -> None:
+    def _refunded(self, done: Refunded) -> None:
+        result = done.result
         back = sum(q for ln in result.lines for *_, q in ln.restocked)
         self.info(f"Refunded {fmt(result.total_cents)} by {result.method}"
                   + (f"; {back} back on the shelf" if back else ""))
         self.last.setText(f"Refund {result.refund_id[-12:]} · sale {result.sale_id[-12:]} · "
-                          f"{fmt(result.total_cents)}")
+                          f"{fmt(result.total_cents)}"
+                          + (" · refund slip printing…" if done.slip is not None else ""))
+        if done.slip is not None:
+            self.watch_print(done.slip)
         for w in (self.r_sale, self.r_reason, self.r_reference):
             w.clear()
         self.r_restock.setChecked(False)
@@ -436,11 +440,11 @@ class SaleScreen(Screen):
     def _printed(self, job: Any) -> None:
         if job.status == "done":
             self.print_status = "printed"
-            self.last.setText(self.last.text().replace("receipt printing…", "receipt printed"))
+            self.last.setText(self.last.text().replace(" printing…", " printed"))
         else:
             self.print_status = job.error_code or "failed"
             self.last.setText(self.last.text().replace(
-                "receipt printing…", f"receipt NOT printed ({job.error_code})"))
+                " printing…", f" NOT printed ({job.error_code})"))
             self.win.errors.show_warning(
                 f"[{job.error_code}] {job.error_message} — the sale is saved; "
                 "reprint with Shift+F9 when the printer is back.")

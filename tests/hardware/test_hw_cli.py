@@ -241,3 +241,39 @@ def test_console_script_path(tmp_path: Path) -> None:
                            "]d2"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert json.loads(proc.stdout)["error"]["code"] == "SCAN_EMPTY"
+
+
+def test_refund_slip_prints_after_the_refund(capsys: pytest.CaptureFixture[str],
+                                             stocked: Any,
+                                             fake_printer: FakeNetworkPrinter) -> None:
+    from pharmacy import checkout, refunds
+    from pharmacy.compliance import InterimGate
+    from pharmacy.sales import Dispenser
+
+    paid = checkout.checkout(Dispenser(stocked, InterimGate()), {
+        "user": {"id": "u-cara", "role": "cashier"},
+        "lines": [{"ndc": "0904-6728-60", "qty": 2}, {"ndc": "0093-0058-01", "qty": 10}]},
+        lambda total: checkout.tender_for("cash", total))
+    back = refunds.refund(stocked, {"id": "u-max", "role": "manager"}, paid.sale.sale_id,
+                          method="cash", reason="wrong strength",
+                          lines=[{"line_no": 1, "qty": 1, "restock": True}, {"line_no": 2}])
+    d = str(stocked.data_dir)
+    run(capsys, "hw", "config", "set", "--data-dir", d, f"printer.url={fake_printer.url}",
+        "printer.timeout=0.5", "printer.drawer_pin=2")
+    job = run(capsys, "receipt", "refund", "--data-dir", d, back.refund_id, "--json")
+    assert job["kind"] == "refund" and job["refund_id"] == back.refund_id
+    assert job["sale_id"] == paid.sale.sale_id and not job["reprint"]
+    slip = fake_printer.document()
+    assert slip.kicks == [2]  # cash goes back out of the drawer
+    assert slip.line_with("REFUND").bold and slip.qr_codes == [paid.sale.sale_id]
+    total = back.to_json()["total"]
+    assert total in slip.line_with("TOTAL REFUNDED").text
+    assert "Cash refund" in slip.text and "Reason: wrong strength" in slip.text
+    assert "1 x Ibuprofen" in slip.text and "1 back to stock" in slip.text
+    assert "10 x Amoxicillin" in slip.text and "Customer signature" in slip.text
+    assert back.refund_id[-12:] in slip.line_with("Refund").text
+    again = run(capsys, "receipt", "refund", "--data-dir", d, back.refund_id, "--json")
+    assert again["reprint"] and fake_printer.document().line_with("REPRINT")
+    out = run(capsys, "receipt", "refund", "--data-dir", d, "no-such-refund", "--json",
+              code=1)
+    assert out["error"]["code"] == "UNKNOWN_REFUND"

@@ -253,6 +253,12 @@ def test_refund_by_receipt_number_puts_sealed_packs_back(term: Term) -> None:
     term.settle()
     assert "Refunded 8.23 by cash; 1 back on the shelf" in term.error
     assert not s.refund_box.isVisible()
+    # the refund slip prints after the refund committed and opens the drawer
+    term.wait_until(lambda: b"TOTAL REFUNDED" in term.backend.output)
+    term.wait_until(lambda: "refund slip printed" in s.last.text())
+    assert term.backend.output.count(b"\x1bp") == 2  # the sale's kick and the refund's
+    assert term.sql("SELECT kind, status FROM print_jobs ORDER BY created_at") == [
+        ("receipt", "done"), ("refund", "done")]
     assert term.sql("SELECT method, total_cents, user_id FROM refunds")[0][:2] == ("cash", 823)
     # one pack of ibuprofen back; the amoxicillin stays out (to be destroyed)
     assert term.sql("SELECT SUM(p - n) FROM counters") == [(on_hand[0][0] + 1,)]
