@@ -244,6 +244,26 @@ def cmd_audit_review(args: argparse.Namespace) -> int:
 
 
 # ---- demo and bench -----------------------------------------------------------------------
+def cmd_report_day(args: argparse.Namespace) -> int:
+    from pharmacy import daybook
+    from pharmacy.clock import local_zone, zone_named
+
+    with _open(args) as store:
+        tz = zone_named(args.tz) if args.tz else local_zone(store.get_setting("timezone"))
+        if args.date:
+            try:
+                day = date.fromisoformat(args.date)
+            except ValueError:
+                raise BadInput(f"--date {args.date!r} is not a date YYYY-MM-DD",
+                               code="BAD_DATE") from None
+        else:
+            day = store.clock().astimezone(tz).date()
+        out = daybook.day_report(store.conn, day, tz)
+        out["store_id"] = store.store_id
+        emit(args, out, daybook.report_text(out))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from terminal import demo_stack
 
@@ -363,6 +383,15 @@ def register(sub: Any) -> None:
     p.add_argument("--note", required=True, help="what the review found")
     add_json(p)
     p.set_defaults(handler=cmd_audit_review)
+
+    rep = sub.add_parser("report", help="this terminal's reports")
+    rsub = rep.add_subparsers(dest="report_command", required=True)
+    p = rsub.add_parser("day", help="the end-of-day report: sales, payments, refunds, cash")
+    add_data_dir(p)
+    add_json(p)
+    p.add_argument("--date", help="YYYY-MM-DD (default: today in the store's time zone)")
+    p.add_argument("--tz", help="time zone (default: the store's 'timezone' setting, or UTC)")
+    p.set_defaults(handler=cmd_report_day)
 
     p = sub.add_parser("demo", help="a local head-office server and a terminal on demo data")
     p.add_argument("--data-dir", help="where the demo keeps its head office and terminal "
