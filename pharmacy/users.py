@@ -58,6 +58,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "view_register": frozenset({"pharmacist", "manager"}),
     "manage_users": frozenset({"manager"}),
     "review_break_glass": frozenset({"pharmacist", "manager"}),
+    "day_report": frozenset({"pharmacist", "manager"}),
 }
 
 # Emergency access (45 CFR 164.312(a)(2)(ii)) opens patient information a role is not
@@ -91,6 +92,7 @@ ACTION_LABELS = {
     "view_register": "view the controlled register",
     "manage_users": "manage users",
     "review_break_glass": "review an emergency access",
+    "day_report": "see the day report",
 }
 
 # scrypt: n=2**14, r=8 -> 16 MiB of memory per hash (OWASP's minimum for scrypt is 2**17/8/1

@@ -346,6 +346,18 @@ class Counter:
         rec["tenders"] = checkout.tenders_for(self.store.conn, sale_id)
         return rec
 
+    # ---- the day ------------------------------------------------------------------------------
+    def day_report(self) -> dict[str, Any]:
+        """Today's end-of-day report, in the store's time zone."""
+        from pharmacy import daybook
+        from pharmacy.clock import local_zone
+
+        users.require(self.user, "day_report")
+        tz = local_zone(self.store.get_setting("timezone"))
+        out = daybook.day_report(self.store.conn, self.store.clock().astimezone(tz).date(), tz)
+        out["text"] = daybook.report_text(out)
+        return out
+
     # ---- refunds ------------------------------------------------------------------------------
     def refundable(self, sale_id: str) -> dict[str, Any]:
         users.require(self.user, "refund_sale")

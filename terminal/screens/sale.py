@@ -157,10 +157,20 @@ class SaleScreen(Screen):
             w.returnPressed.connect(self.do_refund)
         self.refund_box.hide()
 
+        self.day_box = QGroupBox("Day report  (Shift+F11)")
+        dl = QVBoxLayout(self.day_box)
+        self.day_text = QLabel("")
+        self.day_text.setObjectName("mono")
+        self.day_text.setStyleSheet("font-family: monospace;")
+        self.day_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        dl.addWidget(self.day_text)
+        self.day_box.hide()
+
         right.addWidget(totals)
         right.addWidget(self.decision)
         right.addWidget(self.customer)
         right.addWidget(self.refund_box)
+        right.addWidget(self.day_box)
         right.addWidget(tender)
         right.addStretch(1)
         rw = QWidget()
@@ -184,6 +194,7 @@ class SaleScreen(Screen):
             Action("Shift+F7", "Clear cart", self.clear_cart, has),
             Action("Shift+F9", "Reprint receipt", self.reprint),
             Action("Shift+F10", "Refund", self.toggle_refund, self.can("refund_sale")),
+            Action("Shift+F11", "Day report", self.toggle_day_report, self.can("day_report")),
         ]
 
     def on_enter(self) -> None:
@@ -299,6 +310,17 @@ class SaleScreen(Screen):
         self.customer.setVisible(not self.customer.isVisible())
         if self.customer.isVisible():
             self._focus_first_empty()
+
+    # ---- the day -----------------------------------------------------------------------------
+    def toggle_day_report(self) -> None:
+        if self.day_box.isVisible():
+            self.day_box.hide()
+            return
+        self.db(self.counter.day_report, on_done=self._day_report)
+
+    def _day_report(self, out: dict[str, Any]) -> None:
+        self.day_text.setText(out["text"])
+        self.day_box.show()
 
     # ---- refunds -----------------------------------------------------------------------------
     def toggle_refund(self) -> None:

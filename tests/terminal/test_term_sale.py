@@ -273,3 +273,31 @@ def test_refund_by_receipt_number_puts_sealed_packs_back(term: Term) -> None:
 def test_a_cashier_cannot_refund(cashier: Term) -> None:
     keys = {a.key: a for a in cashier.win.sale.fkey_actions()}
     assert not keys["Shift+F10"].enabled
+
+
+def test_day_report_for_the_manager(term: Term) -> None:
+    term.sign_in("manager")
+    s = term.win.sale
+    term.wedge_scan(ibu(term))
+    s.cash.setText("10.00")
+    s.pay("cash")
+    term.settle()
+    term.fkey("Shift+F11")
+    term.settle()
+    assert s.day_box.isVisible()
+    text = s.day_text.text()
+    assert "Day report" in text and "8.11" in text
+    assert "cash expected in the drawer (plus the float)  8.11" in text
+    term.fkey("Shift+F11")
+    assert not s.day_box.isVisible()
+    assert {a.key: a for a in s.fkey_actions()}["Shift+F11"].enabled
+
+
+def test_a_cashier_has_no_day_report(cashier: Term) -> None:
+    keys = {a.key: a for a in cashier.win.sale.fkey_actions()}
+    assert not keys["Shift+F11"].enabled
+    from pharmacy.errors import PharmosError
+
+    with pytest.raises(PharmosError) as e:
+        cashier.win.counter.day_report()
+    assert e.value.code == "ROLE_NOT_PERMITTED"
