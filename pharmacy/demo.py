@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import date, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, timedelta
 from typing import Any
 
-from pharmacy import catalog, inventory, register
+from pharmacy import catalog, checkout, daybook, inventory, refunds, register
 from pharmacy.catalog import Product
 from pharmacy.compliance import ComplianceGate
 from pharmacy.errors import PharmosError
@@ -94,6 +95,15 @@ def _rx(rng: random.Random, n: int, qty: int, *, written: date, refill: int = 0,
     }
 
 
+def _tender(method: str, reference: str) -> Callable[[int], checkout.Tender]:
+    """Cash rounded up to the next note, or a card with its approval code."""
+    def tender(total: int) -> checkout.Tender:
+        if method == "cash":
+            return checkout.tender_for("cash", total, fmt(-(-total // 100) * 100))
+        return checkout.tender_for("card", total, None, reference)
+    return tender
+
+
 def run_day(store: Store, gate: ComplianceGate, *, sales: int = 240, seed: int = 7,
             jurisdiction: str = "US-TX") -> dict[str, Any]:
     """A scripted counter day of mixed sales and refused attempts; returns a summary."""
@@ -104,7 +114,8 @@ def run_day(store: Store, gate: ComplianceGate, *, sales: int = 240, seed: int =
     done = 0
     refusals: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
-    revenue = 0
+    revenue = refunded = refund_count = 0
+    payments: Counter[str] = Counter()
     attempts = 0
     while done < sales and attempts < sales * 3:
         attempts += 1
@@ -150,15 +161,26 @@ def run_day(store: Store, gate: ComplianceGate, *, sales: int = 240, seed: int =
                 req["lines"] = [{"ndc": cats["ci"][0].ndc, "qty": 1}]
             else:
                 req["lines"] = [{"ndc": "99999-999-99", "qty": 1}]
+        # paid in the same transaction: cash rounded up to the next note, or card
+        method = "card" if rng.random() < 0.45 else "cash"
         try:
-            result = disp.sell(req)
+            paid = checkout.checkout(disp, req, _tender(method, f"AUTH{attempts:05d}"))
         except PharmosError as e:
             refusals[e.code] += 1
             continue
+        result = paid.sale
         done += 1
         kinds[kind] += 1
+        payments[method] += 1
         revenue += result.total_cents
+        if kind == "otc" and rng.random() < 0.05:  # a sealed pack brought back, refunded
+            back = refunds.refund(store, DEMO_USER, result.sale_id, method=method,
+                                  reason="unopened, customer changed their mind",
+                                  lines=[{"line_no": 1, "qty": 1, "restock": True}])
+            refunded += back.total_cents
+            refund_count += 1
     verify = register.verify(store.conn)
+    day = daybook.day_report(store.conn, store.clock().astimezone(UTC).date(), UTC)
     stock_rows = inventory.stock(store.conn, today)
     value = sum(
         r["on_hand"] * round(float(r["unit_cost"] or 0) * 100)
@@ -173,6 +195,9 @@ def run_day(store: Store, gate: ComplianceGate, *, sales: int = 240, seed: int =
         "sales_by_kind": dict(kinds),
         "refusals": dict(sorted(refusals.items())),
         "revenue": fmt(revenue),
+        "payments": dict(sorted(payments.items())),
+        "refunds": {"count": refund_count, "total": fmt(refunded)},
+        "day": {k: day[k] for k in ("cash_expected", "net_taken")},
         "stock_value": fmt(value),
         "batches": len(stock_rows),
         "register": {"entries": verify.entries, "chains": verify.chains,

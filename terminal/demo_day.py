@@ -30,7 +30,10 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  compliance gate : {s['gate']}",
         f"  sales           : {s['sales']} of {s['attempts']} attempts "
         f"({', '.join(f'{k} {v}' for k, v in sorted(s['sales_by_kind'].items()))})",
-        f"  revenue         : {s['revenue']}",
+        f"  revenue         : {s['revenue']} ("
+        + ", ".join(f"{k} {v}" for k, v in s.get("payments", {}).items()) + ")",
+        f"  refunds         : {s['refunds']['count']} ({s['refunds']['total']}); cash "
+        f"expected in the drawer {s['day']['cash_expected']}",
         "  refusals        : " + (", ".join(f"{k} {v}" for k, v in s["refusals"].items())
                                   or "none"),
         f"  stock value     : {s['stock_value']} over {s['batches']} batches",

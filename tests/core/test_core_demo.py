@@ -21,6 +21,9 @@ def test_headless_demo_day(tmp_path: Path, capsys: object) -> None:
     assert sum(out["refusals"].values()) > 0  # the day includes refused attempts
     assert {"EXPIRED_LOT", "OUT_OF_STOCK"} & set(out["refusals"])
     assert out["register"]["chain_ok"] and out["register"]["entries"] > 0
+    # every sale of the day was paid; a few sealed packs came back and were refunded
+    assert sum(out["payments"].values()) == 220 and set(out["payments"]) == {"cash", "card"}
+    assert out["refunds"]["count"] > 0
     assert out["stack"]["first_run"] and out["stack"]["sync_after"]["pushed"] > 220
     assert out["stack"]["head_office_batches"] > 100
     with Store.open(d / "terminal") as store:
@@ -29,6 +32,17 @@ def test_headless_demo_day(tmp_path: Path, capsys: object) -> None:
         assert register.verify(store.conn).ok
         decisions = store.conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
         assert decisions >= 220
+        from pharmacy import daybook
+        from pharmacy.clock import parse_iso
+
+        refunded = store.conn.execute("SELECT COUNT(*), SUM(total_cents) FROM refunds"
+                                      ).fetchone()
+        assert refunded[0] == out["refunds"]["count"]
+        last = store.conn.execute("SELECT MAX(created_at) FROM sales").fetchone()[0]
+        from datetime import UTC
+
+        day = daybook.day_report(store.conn, parse_iso(last).date(), UTC)
+        assert day["cash_expected"] == out["day"]["cash_expected"]
 
 
 def test_demo_catalog_has_every_category() -> None:
