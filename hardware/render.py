@@ -251,6 +251,58 @@ def render_refund(sale: Mapping[str, Any], refund: Mapping[str, Any], layout: La
     return page.bytes()
 
 
+def render_day_report(report: Mapping[str, Any], layout: Layout, *,
+                      store_id: str | None = None, printed_at: str | None = None) -> bytes:
+    """The end-of-day report (see :func:`pharmacy.daybook.day_report`) on receipt paper:
+    sales, payments, refunds, returns, the drawer's expected cash, a line to write the
+    counted cash on and a signature line."""
+    page = _Page(layout)
+    _header(page, layout)
+    page.style(align="center", bold=True, double_height=True)
+    page.line("DAY REPORT")
+    page.normal()
+    page.line()
+    page.two_col("Day", f"{report['date']} {report['tz']}"[: page.cols - 4])
+    if store_id:
+        page.two_col("Store", store_id)
+    if printed_at:
+        page.two_col("Printed", _when(printed_at))
+    page.rule()
+    sales = report["sales"]
+    page.two_col(f"Sales ({sales['count']})", str(sales["total"]))
+    page.two_col("  of which tax", str(sales["tax"]))
+    for method in ("cash", "card"):
+        pay = report["payments"][method]
+        page.two_col(f"{method.title()} taken ({pay['count']})", str(pay["amount"]))
+    refunds = report["refunds"]
+    page.two_col(f"Refunds ({refunds['count']})", f"-{refunds['total']}")
+    for method in ("cash", "card"):
+        if refunds[method] != "0.00":
+            page.two_col(f"  {method}", f"-{refunds[method]}")
+    if report["returned_to_stock"]["count"]:
+        ret = report["returned_to_stock"]
+        page.two_col(f"Returned to stock ({ret['count']})", str(ret["total"]))
+    if report["unpaid"]["count"]:
+        unpaid = report["unpaid"]
+        page.two_col(f"Not paid yet ({unpaid['count']})", str(unpaid["total"]))
+    if report["refused"]:
+        page.two_col("Refused attempts", str(report["refused"]))
+    page.rule()
+    page.style(bold=True)
+    page.two_col("NET TAKEN", str(report["net_taken"]))
+    page.two_col("CASH EXPECTED", str(report["cash_expected"]))
+    page.normal()
+    page.wrapped("Cash expected: cash taken less cash refunded; add the opening float.")
+    page.line()
+    page.line("Cash counted: ____________")
+    page.line()
+    page.line("Signature:")
+    page.line()
+    page.line("_" * page.cols)
+    page.cut()
+    return page.bytes()
+
+
 def _when(created_at: str) -> str:
     return created_at.replace("T", " ")[:16] + (" UTC" if created_at.endswith(("Z", "+00:00"))
                                                   else "")
@@ -389,6 +441,9 @@ def render_document(doc: Mapping[str, Any], cfg: HardwareConfig) -> bytes:
     if header and cfg.receipt.header == ReceiptConfig().header:
         layout = replace(layout, header=tuple(header))  # the pharmacy's own name and address
     first_attempt = int(job.get("attempts") or 1) <= 1
+    if job.get("kind") == "day_report":
+        return render_day_report(doc["report"], layout, store_id=doc.get("store_id"),
+                                 printed_at=job.get("created_at"))
     if job.get("kind") == "refund":
         refund = doc["refund"]
         return render_refund(doc["sale"], refund, layout, reprint=reprint,

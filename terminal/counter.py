@@ -26,9 +26,11 @@ from pharmacy import (
     rx,
     users,
 )
+from pharmacy.clock import iso
 from pharmacy.compliance import ComplianceGate
 from pharmacy.errors import BadInput, NotFound, PharmosError, UnknownProduct
 from pharmacy.gs1 import ScanData, parse_scan
+from pharmacy.ids import new_id
 from pharmacy.maintenance import IdleCheckpointer
 from pharmacy.money import fmt
 from pharmacy.phi import FileKeyProvider, KeyProvider, PhiVault
@@ -357,6 +359,26 @@ class Counter:
         out = daybook.day_report(self.store.conn, self.store.clock().astimezone(tz).date(), tz)
         out["text"] = daybook.report_text(out)
         return out
+
+    def print_day_report(self) -> PrintOutcome | None:
+        """Today's day report on the receipt printer. Not queued: a report is printed again
+        by asking for it again. None without a receipt printer."""
+        if self.receipt_printer is None:
+            users.require(self.user, "day_report")
+            return None
+        out = self.day_report()
+        now = iso(self.store.clock())
+        job = print_queue.PrintJob(
+            job_id=new_id(), sale_id="", kind="day_report", line_no=None, reprint=False,
+            status="printing", attempts=1, printer=self.receipt_printer.url, error_code=None,
+            error_message=None, created_at=now, updated_at=now, printed_at=None)
+        doc: dict[str, Any] = {"job": job.to_json(), "store_id": self.store.store_id,
+                               "report": out}
+        name = self.store.get_setting("pharmacy.name")
+        if name:
+            doc["pharmacy"] = {"name": name,
+                               "address": self.store.get_setting("pharmacy.address") or ""}
+        return PrintOutcome(job.job_id, "day_report", self.receipt_printer.submit(job, doc))
 
     # ---- refunds ------------------------------------------------------------------------------
     def refundable(self, sale_id: str) -> dict[str, Any]:

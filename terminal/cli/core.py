@@ -9,6 +9,7 @@ from typing import Any
 
 from pharmacy import catalog, checkout, inventory, refunds
 from pharmacy import register as controlled_register
+from pharmacy.clock import iso
 from pharmacy.errors import BadInput, IntegrityFailure
 from pharmacy.sales import default_user
 from pharmacy.store import Store
@@ -260,8 +261,45 @@ def cmd_report_day(args: argparse.Namespace) -> int:
             day = store.clock().astimezone(tz).date()
         out = daybook.day_report(store.conn, day, tz)
         out["store_id"] = store.store_id
+        if args.print:
+            out["printed"] = _print_report(store, out, args.printer)
         emit(args, out, daybook.report_text(out))
     return 0
+
+
+def _print_report(store: Store, report: dict[str, Any], url: str | None) -> dict[str, Any]:
+    """The day report on the receipt printer (not queued: ask again to print it again)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+    from dataclasses import asdict
+
+    from hardware import config as hwconfig
+    from hardware.errors import PrinterTimeout
+    from hardware.render import render_document
+
+    cfg = hwconfig.load(store)
+    pcfg = cfg.printer if url is None else hwconfig.printer_from_json(
+        {**asdict(cfg.printer), "url": url})
+    if not pcfg.url:
+        raise BadInput("no receipt printer is configured: give --printer URL",
+                       code="NO_PRINTER")
+    from hardware.backends import backend_for
+    from hardware.printing import PrintWorker
+
+    doc = {"job": {"kind": "day_report", "created_at": iso(store.clock())},
+           "store_id": store.store_id, "report": report}
+    name = store.get_setting("pharmacy.name")
+    if name:
+        doc["pharmacy"] = {"name": name, "address": store.get_setting("pharmacy.address") or ""}
+    worker = PrintWorker(backend_for(pcfg.url, timeout=pcfg.timeout),
+                         status_check=pcfg.status_check)
+    try:
+        outcome = worker.submit(render_document(doc, cfg)).result(timeout=pcfg.timeout * 6 + 1)
+    except FutureTimeout:
+        raise PrinterTimeout(f"the printer at {pcfg.url} did not finish the day report",
+                             printer=pcfg.url) from None
+    finally:
+        worker.stop(0.5)
+    return {"printer": pcfg.url, **outcome.to_json()}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -391,6 +429,8 @@ def register(sub: Any) -> None:
     add_json(p)
     p.add_argument("--date", help="YYYY-MM-DD (default: today in the store's time zone)")
     p.add_argument("--tz", help="time zone (default: the store's 'timezone' setting, or UTC)")
+    p.add_argument("--print", action="store_true", help="print it on the receipt printer")
+    p.add_argument("--printer", metavar="URL", help="override the configured printer")
     p.set_defaults(handler=cmd_report_day)
 
     p = sub.add_parser("demo", help="a local head-office server and a terminal on demo data")

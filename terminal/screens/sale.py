@@ -164,6 +164,8 @@ class SaleScreen(Screen):
         self.day_text.setStyleSheet("font-family: monospace;")
         self.day_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         dl.addWidget(self.day_text)
+        self.day_print = primary("Print  (Shift+F11 again)", self.print_day_report)
+        dl.addWidget(self.day_print)
         self.day_box.hide()
 
         right.addWidget(totals)
@@ -313,7 +315,9 @@ class SaleScreen(Screen):
 
     # ---- the day -----------------------------------------------------------------------------
     def toggle_day_report(self) -> None:
+        """First press: show today's report; second press: print it and close."""
         if self.day_box.isVisible():
+            self.print_day_report()
             self.day_box.hide()
             return
         self.db(self.counter.day_report, on_done=self._day_report)
@@ -321,6 +325,22 @@ class SaleScreen(Screen):
     def _day_report(self, out: dict[str, Any]) -> None:
         self.day_text.setText(out["text"])
         self.day_box.show()
+
+    def print_day_report(self) -> None:
+        def sent(out: PrintOutcome | None) -> None:
+            if out is None:
+                self.win.errors.show_warning("no receipt printer is configured")
+                return
+
+            def finished(fut: Future[Any]) -> None:
+                err = fut.exception()
+                self.tasks.post(lambda: self.win.errors.show_warning(
+                    f"[{getattr(err, 'code', 'PRINT_FAILED')}] the day report did not "
+                    f"print: {err}") if err else self.info("Day report printed"))
+
+            out.future.add_done_callback(finished)
+
+        self.db(self.counter.print_day_report, on_done=sent)
 
     # ---- refunds -----------------------------------------------------------------------------
     def toggle_refund(self) -> None:

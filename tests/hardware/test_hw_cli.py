@@ -277,3 +277,29 @@ def test_refund_slip_prints_after_the_refund(capsys: pytest.CaptureFixture[str],
     out = run(capsys, "receipt", "refund", "--data-dir", d, "no-such-refund", "--json",
               code=1)
     assert out["error"]["code"] == "UNKNOWN_REFUND"
+
+
+def test_day_report_prints(capsys: pytest.CaptureFixture[str], stocked: Any,
+                           fake_printer: FakeNetworkPrinter) -> None:
+    from pharmacy import checkout
+    from pharmacy.compliance import InterimGate
+    from pharmacy.sales import Dispenser
+
+    checkout.checkout(Dispenser(stocked, InterimGate()), {
+        "user": {"id": "u-cara", "role": "cashier"}, "lines": [{"ndc": "0904-6728-60",
+                                                                "qty": 1}]},
+        lambda total: checkout.tender_for("cash", total))
+    d = str(stocked.data_dir)
+    day = stocked.clock().date().isoformat()
+    out = run(capsys, "report", "day", "--data-dir", d, "--date", day, "--print",
+              "--printer", fake_printer.url, "--json")
+    assert out["printed"]["printer"] == fake_printer.url and out["cash_expected"] == "8.11"
+    doc = fake_printer.document()
+    assert doc.line_with("DAY REPORT").bold and "8.11" in doc.line_with("CASH EXPECTED").text
+    assert "Cash counted" in doc.text and doc.kicks == []
+    out = run(capsys, "report", "day", "--data-dir", d, "--date", day, "--print", "--json",
+              code=1)
+    assert out["error"]["code"] == "NO_PRINTER"
+    out = run(capsys, "report", "day", "--data-dir", d, "--print", "--printer",
+              "tcp://127.0.0.1:9", "--json", code=4)
+    assert out["error"]["code"] in ("PRINTER_OFFLINE", "PRINTER_TIMEOUT")

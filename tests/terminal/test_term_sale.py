@@ -288,8 +288,16 @@ def test_day_report_for_the_manager(term: Term) -> None:
     text = s.day_text.text()
     assert "Day report" in text and "8.11" in text
     assert "cash expected in the drawer (plus the float)  8.11" in text
-    term.fkey("Shift+F11")
+    term.wait_until(lambda: s.print_status == "printed")
+    term.fkey("Shift+F11")  # again: print it and close
     assert not s.day_box.isVisible()
+    term.wait_until(lambda: b"DAY REPORT" in term.backend.output)
+    term.wait_until(lambda: "Day report printed" in term.error)
+    from hardware.escpos_parse import parse
+
+    printed = parse(term.backend.output).text
+    assert "CASH EXPECTED" in printed and "Cash counted" in printed
+    assert "8.11" in printed.split("CASH EXPECTED")[1].splitlines()[0]
     assert {a.key: a for a in s.fkey_actions()}["Shift+F11"].enabled
 
 
