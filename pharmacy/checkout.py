@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from pharmacy import catalog, inventory
+from pharmacy import catalog, inventory, outbox
 from pharmacy.clock import iso
 from pharmacy.compliance import Decision
 from pharmacy.errors import BadInput, ComplianceDenied, PharmosError
@@ -298,8 +298,9 @@ def change_due(total_cents: int, tender: Tender) -> int:
 
 
 def record_tender(conn: sqlite3.Connection, sale_id: str, total_cents: int, tender: Tender,
-                  user_id: str, now_s: str) -> TenderRecord:
-    """Record how a committed sale was paid (call inside the sale's transaction)."""
+                  user_id: str, now_s: str, replica_id: str) -> TenderRecord:
+    """Record how a committed sale was paid (call inside the sale's transaction), and send it
+    to head office (a ``tender`` event) for the store's takings by method."""
     change = change_due(total_cents, tender)
     rec = TenderRecord(new_id(), sale_id, tender.method, total_cents, tender.tendered_cents,
                        change, tender.reference)
@@ -308,6 +309,11 @@ def record_tender(conn: sqlite3.Connection, sale_id: str, total_cents: int, tend
         "tendered_cents, change_cents, reference) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (rec.tender_id, sale_id, now_s, user_id, tender.method, total_cents,
          tender.tendered_cents, change, tender.reference))
+    outbox.append_event(conn, replica_id, "tender", now_s, {
+        "tender_id": rec.tender_id, "sale_id": sale_id, "created_at": now_s,
+        "user_id": user_id, "method": tender.method, "amount_cents": total_cents,
+        "tendered_cents": tender.tendered_cents, "change_cents": change,
+        "reference": tender.reference})
     return rec
 
 
@@ -340,7 +346,8 @@ def checkout(dispenser: Dispenser, request: dict[str, Any],
         else:
             paid = tender(sale.total_cents) if callable(tender) else tender
             rec = record_tender(c, sale.sale_id, sale.total_cents, paid,
-                                str(request["user"]["id"]), iso(store.clock()))
+                                str(request["user"]["id"]), iso(store.clock()),
+                                store.replica_id)
             result = CheckoutResult(sale, rec)
     if refused is not None:
         raise refused

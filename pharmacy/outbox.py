@@ -19,7 +19,7 @@ from pharmacy.errors import IntegrityFailure
 from pharmacy.ids import new_id
 
 EVENT_KINDS = ("sale", "decision", "register", "movement", "batch", "batch_status", "product",
-               "sale_return", "sale_refund")
+               "sale_return", "sale_refund", "tender")
 REF = "@"  # a body that starts with this refers to the rows the event describes
 _INSERT = ("INSERT INTO events(event_id, replica_id, kind, created_at, body) "
            "VALUES (?, ?, ?, ?, ?)")

@@ -778,7 +778,8 @@ def pickup(store: Store, user: dict[str, Any], fill_id: str, *, counseling: str,
             if not paid:
                 total = int(c.execute("SELECT total_cents FROM sales WHERE sale_id = ?",
                                       (r["sale_id"],)).fetchone()[0])
-                rec = checkout.record_tender(c, r["sale_id"], total, tender, user["id"], now_s)
+                rec = checkout.record_tender(c, r["sale_id"], total, tender, user["id"], now_s,
+                                             store.replica_id)
                 details["tender"] = rec.to_json()
         c.execute("UPDATE fills SET state = 'picked_up', picked_up_by = ?, picked_up_at = ?, "
                   "counseling = ?, counseled_by = ?, updated_at = ? WHERE fill_id = ?",

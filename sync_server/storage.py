@@ -1188,7 +1188,7 @@ class SqlServerStore(ABC):
             rows = tx.all(
                 "SELECT kind, body, terminal_id, created_at FROM events WHERE tenant_id = ? AND "
                 "store_id = ? AND kind IN ('sale', 'decision', 'register', 'sale_return', "
-                "'sale_refund') AND "
+                "'sale_refund', 'tender') AND "
                 "created_at >= ? AND created_at < ?",
                 (tenant_id, store_id, iso(lo - timedelta(days=1)), iso(hi + timedelta(days=1))))
         days: dict[str, list[int]] = {}
@@ -1199,6 +1199,8 @@ class SqlServerStore(ABC):
         controlled_returned: dict[str, int] = {}
         returned = [0, 0]  # sales, total (cents)
         refunded = [0, 0, 0, 0]  # refunds, total, tax, units put back on the shelf (cents)
+        refunded_by: dict[str, int] = {}  # method -> cents paid back
+        taken: dict[str, list[int]] = {}  # method -> [payments, cents]
         for kind, text, terminal, stamped in rows:
             body = json.loads(text)
             try:  # a sale at its own time; a refusal or a register entry when it was recorded
@@ -1228,9 +1230,16 @@ class SqlServerStore(ABC):
             elif kind == "sale_return":
                 returned[0] += 1
                 returned[1] += int(body.get("total_cents") or 0)
+            elif kind == "tender":
+                t = taken.setdefault(str(body.get("method") or "?"), [0, 0])
+                t[0] += 1
+                t[1] += int(body.get("amount_cents") or 0)
             elif kind == "sale_refund":
                 refunded[0] += 1
                 refunded[1] += int(body.get("total_cents") or 0)
+                method = str(body.get("method") or "?")
+                refunded_by[method] = refunded_by.get(method, 0) + int(
+                    body.get("total_cents") or 0)
                 refunded[2] += int(body.get("tax_cents") or 0)
                 refunded[3] += sum(int(a[3]) for ln in body.get("lines") or ()
                                    for a in ln.get("restocked") or ())
@@ -1249,7 +1258,11 @@ class SqlServerStore(ABC):
             "returned": {"sales": returned[0], "total": fmt(returned[1]),
                          "controlled_units": dict(sorted(controlled_returned.items()))},
             "refunded": {"refunds": refunded[0], "total": fmt(refunded[1]),
-                         "tax": fmt(refunded[2]), "units_restocked": refunded[3]},
+                         "tax": fmt(refunded[2]), "units_restocked": refunded[3],
+                         "by_method": {m: fmt(v) for m, v in sorted(refunded_by.items())}},
+            # money taken, by how it was paid, on the day it was paid
+            "payments": {m: {"count": v[0], "amount": fmt(v[1])}
+                         for m, v in sorted(taken.items())},
             "net_total": fmt(money[2] - returned[1] - refunded[1]),
         }
 

@@ -226,6 +226,8 @@ def cmd_report(args: argparse.Namespace) -> int:
            f"{out['returned']['total']}"] if out["returned"]["sales"] else []),
         *([f"  refunded: {out['refunded']['refunds']} refunds, {out['refunded']['total']}"]
           if out["refunded"]["refunds"] else []),
+        *(f"  paid by {m}: {v['count']} payments, {v['amount']}"
+          for m, v in out["payments"].items()),
         *([f"  net total {out['net_total']}"]
           if out["returned"]["sales"] or out["refunded"]["refunds"] else [])]))
     return 0

@@ -232,7 +232,9 @@ def test_head_office_sales_report(tmp_path: Path, server: ServerProcess,
                                "controlled_units": {"CII": 12}}
     assert back.total_cents == 749 + 62
     assert rep["refunded"] == {"refunds": 1, "total": "8.11", "tax": "0.62",
-                               "units_restocked": 1}
+                               "units_restocked": 1, "by_method": {"cash": "8.11"}}
+    # only the checkout was paid at the till (the others are sold, not yet paid)
+    assert rep["payments"] == {"cash": {"count": 1, "amount": fmt(totals[2])}}
     assert rep["net_total"] == fmt(totals[0] + totals[1] + totals[2] - back.total_cents)
     assert [d["date"] for d in rep["by_day"]] == [today.isoformat()]
     assert sorted(t["sales"] for t in rep["by_terminal"]) == [1, 3]
