@@ -57,14 +57,14 @@ def _prior_rows(store: Store, n: int) -> int:
             sales.append((sid, ts, store.replica_id, "u", "otc", "US", None, None, None, 749, 62,
                           811, did, ts, "[]", "[]", None, "{}", "cedar"))
             lines.append((sid, 1, OTC["ndc"], 1, 749, 749,
-                          '[["00904672860:HIST","HIST","2025-12-31",1]]'))
+                          '[["00904672860:HIST","HIST","2025-12-31",1]]', 62))
             events.append((new_id(), store.replica_id, "sale", ts, "{}"))
         c.execute("INSERT OR IGNORE INTO batches VALUES ('00904672860:HIST', ?, 'HIST', "
                   "'2025-12-31', 'active', '2025-01-01', NULL, NULL, NULL, '2025-01-01')",
                   (OTC["ndc"],))
         c.executemany("INSERT INTO sales VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                       "?, ?, ?, ?)", sales)
-        c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?, ?)", lines)
+        c.executemany("INSERT INTO sale_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?)", lines)
         c.executemany("INSERT INTO events(event_id, replica_id, kind, created_at, body) "
                       "VALUES (?, ?, ?, ?, ?)", events)
     store.checkpoint()

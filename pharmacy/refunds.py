@@ -9,11 +9,13 @@ a refund never touches the controlled register nor the CMEA logbook: the dispens
 they record did happen. A prescription filled and never handed over (so never paid) is not
 refunded but returned to stock (``pharmacy.rx.return_to_stock``).
 
-Tax: a sale stores its tax as one sum. A line's share is what the product's tax rate gives
-on the line when those shares add up to the sale's tax (the rate has not changed since), or
-else the sale's tax spread over the lines by their amounts. Refunding part of a line pays
-back that share of the line's tax; the refund that completes a line pays back exactly what
-is left of it, so a sale refunded in parts refunds exactly what was paid.
+Tax: each sale line keeps the tax it paid (``sale_lines.tax_cents``, migration 0017), and
+a refund pays back that line's own tax, whatever the product's rate is now. For a line sold
+before lines kept it, the share is what the product's tax rate gives on the line when those
+shares add up to the sale's tax (the rate has not changed since), or else the sale's tax
+spread over the lines by their amounts. Refunding part of a line pays back that share of the
+line's tax; the refund that completes a line pays back exactly what is left of it (never
+less than nothing), so a sale refunded in parts refunds exactly what was paid.
 """
 
 from __future__ import annotations
@@ -165,9 +167,9 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
                     "it without restocking and set the package aside for destruction",
                     code="NOT_RESTOCKABLE", line_no=line_no)
             amount = ln.unit_price_cents * qty
-            tax = (ln.tax_cents - ln.refunded_tax_cents if qty == left
-                   else min(_share(ln.tax_cents, qty, ln.qty),
-                            ln.tax_cents - ln.refunded_tax_cents))
+            tax = max(0, ln.tax_cents - ln.refunded_tax_cents if qty == left
+                      else min(_share(ln.tax_cents, qty, ln.qty),
+                               ln.tax_cents - ln.refunded_tax_cents))
             back = _restock_from(ln, qty) if restock else ()
             adds += [(b, q) for b, _, _, q in back]
             out.append(RefundLine(line_no, ln.ndc, product.name, qty, amount, tax, back))
@@ -254,8 +256,8 @@ def _sold(conn: sqlite3.Connection, sale_id: str) -> tuple[sqlite3.Row, list[_So
     sale = conn.execute("SELECT sale_id, tax_cents, total_cents FROM sales WHERE sale_id = ?",
                         (sale_id,)).fetchone()
     rows = conn.execute("SELECT line_no, ndc, qty, unit_price_cents, line_total_cents, "
-                        "allocations FROM sale_lines WHERE sale_id = ? ORDER BY line_no",
-                        (sale_id,)).fetchall()
+                        "allocations, tax_cents FROM sale_lines WHERE sale_id = ? "
+                        "ORDER BY line_no", (sale_id,)).fetchall()
     done_qty: dict[int, int] = {}
     done_tax: dict[int, int] = {}
     done_back: dict[int, dict[str, int]] = {}
@@ -267,7 +269,8 @@ def _sold(conn: sqlite3.Connection, sale_id: str) -> tuple[sqlite3.Row, list[_So
             back = done_back.setdefault(n, {})
             for a in ln["restocked"]:
                 back[str(a[0])] = back.get(str(a[0]), 0) + int(a[3])
-    taxes = _line_taxes(conn, [(str(r[1]), int(r[4])) for r in rows], int(sale[1]))
+    taxes = ([int(r[6]) for r in rows] if all(r[6] is not None for r in rows)
+             else _line_taxes(conn, [(str(r[1]), int(r[4])) for r in rows], int(sale[1])))
     lines = [
         _SoldLine(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]), tax,
                   tuple((str(a[0]), str(a[1]), str(a[2]), int(a[3]))
@@ -280,7 +283,8 @@ def _sold(conn: sqlite3.Connection, sale_id: str) -> tuple[sqlite3.Row, list[_So
 
 def _line_taxes(conn: sqlite3.Connection, lines: list[tuple[str, int]], sale_tax: int
                 ) -> list[int]:
-    """Each line's share of the sale's tax (see the module's docstring)."""
+    """Each line's share of the sale's tax, for a sale whose lines did not keep their own
+    (sold before migration 0017; see the module's docstring)."""
     by_rate = []
     for ndc, amount in lines:
         try:

@@ -258,10 +258,11 @@ class Dispenser:
         line_rows = []
         for r in resolved:
             amount = r.product.price_cents * r.qty
+            line_tax = tax_cents(amount, r.product.tax_rate_bp)
             subtotal += amount
-            tax += tax_cents(amount, r.product.tax_rate_bp)
+            tax += line_tax
             line_rows.append((sale_id, r.line_no, r.product.ndc, r.qty, r.product.price_cents,
-                              amount, _allocations_json(r.allocations)))
+                              amount, _allocations_json(r.allocations), line_tax))
         total = subtotal + tax
         # the decision is kept on the sale row; of its request, only what the row lacks. Its
         # time as isoformat() writes it, which for a UTC time with microseconds is at_s's text
@@ -279,7 +280,8 @@ class Dispenser:
              canonical_json(request), decision.engine),
         )
         c.executemany("INSERT INTO sale_lines(sale_id, line_no, ndc, qty, unit_price_cents, "
-                      "line_total_cents, allocations) VALUES (?, ?, ?, ?, ?, ?, ?)", line_rows)
+                      "line_total_cents, allocations, tax_cents) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      line_rows)
         if creq.offline:  # offline allowances count units per (UTC) day and product
             c.executemany(_COUNT_OFFLINE, [(at_s[:10], r.product.ndc, r.qty) for r in resolved])
         c.executemany(SQL_LOCAL_ADD, [

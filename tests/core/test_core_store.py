@@ -182,7 +182,7 @@ def test_a_schema_7_database_keeps_its_decisions_when_upgraded(
             "sales_patient", "sales_rx"}
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-            c.execute("INSERT INTO sale_lines VALUES ('nope', 1, '0904-6728-60', 1, 1, 1, '[]')")
+            c.execute("INSERT INTO sale_lines VALUES ('nope', 1, '0904-6728-60', 1, 1, 1, '[]', 0)")
         # its allocation now lives on its line (0011), read back through the allocations view
         assert [tuple(r) for r in c.execute("SELECT * FROM allocations")] == [
             ("s-1", 1, "00904672860:L1", "L1", "2030-01-31", 1)]
@@ -200,7 +200,7 @@ def test_a_migration_that_breaks_a_foreign_key_is_rolled_back(
     real = store_mod._migrations()
     bad = (99, "0099_bad.sql",
            "CREATE TABLE bad_branch (x INTEGER);\n"
-           "INSERT INTO sale_lines VALUES ('no-such-sale', 1, '0904-6728-60', 1, 1, 1, '[]');")
+           "INSERT INTO sale_lines VALUES ('no-such-sale', 1, '0904-6728-60', 1, 1, 1, '[]', 0);")
     monkeypatch.setattr(store_mod, "_migrations", lambda: [*real, bad])
     c = store.conn
     with pytest.raises(StoreError) as e:

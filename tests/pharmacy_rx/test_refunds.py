@@ -217,3 +217,44 @@ def parts(dispenser: Dispenser, data: st.DataObject) -> None:
     after = ibu_stock(store)
     assert {lot: after[lot] - (ibu_before[lot] - took.get(lot, 0)) for lot in after} == {
         lot: back.get(lot, 0) for lot in after}
+
+
+def test_an_untaxed_line_never_refunds_tax_after_another_rate_changed(
+        dispenser: Dispenser) -> None:
+    """Each line's tax is what it paid at the sale: a rate changed since on another line
+    does not spread the sale's tax onto a line that paid none."""
+    store = dispenser.store
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 2}, {"ndc": AMOX, "qty": 30}]).sale
+    assert sale.tax_cents == 124  # all of it on the ibuprofen; amoxicillin is untaxed
+    p = catalog.lookup(store.conn, IBU)
+    catalog.upsert_products(store, [catalog.product_from_json(
+        {**p.to_json(), "tax_rate_bp": 900, "price": "7.49"})])
+    amox = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r",
+                          lines=[{"line_no": 2}])
+    assert (amox.subtotal_cents, amox.tax_cents) == (360, 0)
+    half = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r",
+                          lines=[{"line_no": 1, "qty": 1}])
+    assert half.tax_cents == 62
+    # and the rate changing again between two parts of one line moves nothing either
+    catalog.upsert_products(store, [catalog.product_from_json(
+        {**p.to_json(), "tax_rate_bp": 0, "price": "7.49"})])
+    rest = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r")
+    assert [(ln.line_no, ln.tax_cents) for ln in rest.lines] == [(1, 62)]
+    assert amox.total_cents + half.total_cents + rest.total_cents == sale.total_cents
+
+
+def test_a_sale_from_before_lines_kept_their_tax_still_refunds_what_was_paid(
+        dispenser: Dispenser) -> None:
+    store = dispenser.store
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 2}, {"ndc": AMOX, "qty": 30}]).sale
+    with store.transaction() as c:  # as a sale written before migration 0017
+        c.execute("UPDATE sale_lines SET tax_cents = NULL WHERE sale_id = ?", (sale.sale_id,))
+    first = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r",
+                           lines=[{"line_no": 1, "qty": 1}])
+    assert first.tax_cents == 62  # the rate is unchanged: it gives the line's tax
+    p = catalog.lookup(store.conn, IBU)
+    catalog.upsert_products(store, [catalog.product_from_json(
+        {**p.to_json(), "tax_rate_bp": 0, "price": "7.49"})])
+    rest = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r")
+    assert all(ln.tax_cents >= 0 for ln in rest.lines)
+    assert first.total_cents + rest.total_cents == sale.total_cents
