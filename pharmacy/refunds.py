@@ -38,6 +38,7 @@ from pharmacy.store import Store
 
 RefundMethod = Literal["cash", "card"]
 MAX_REASON = 500
+MAX_USER_ID = 100
 
 
 class RefundRefused(DomainRefusal):
@@ -113,9 +114,9 @@ def refundable(conn: sqlite3.Connection, sale_id: str) -> dict[str, Any]:
         out.append({"line_no": ln.line_no, "ndc": ln.ndc, "name": p.name, "qty": ln.qty,
                     "refunded": ln.refunded_qty, "refundable": ln.qty - ln.refunded_qty,
                     "unit_price": fmt(ln.unit_price_cents), "restockable": restockable(p)})
+    paid_by = _paid_by(conn, sale_id)
     return {"sale_id": sale_id, "total": fmt(int(sale["total_cents"])),
-            "paid": bool(conn.execute("SELECT 1 FROM tenders WHERE sale_id = ?",
-                                      (sale_id,)).fetchone()),
+            "paid": bool(paid_by), "paid_by": paid_by,
             "refunded": fmt(_refunded_total(conn, sale_id)), "lines": out}
 
 
@@ -125,7 +126,13 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
     """Refund a paid sale: every unit not refunded yet (``lines`` None), or the lines and
     quantities given (``[{"line_no", "qty", "restock"}]``; ``restock`` puts sealed OTC units
     back into the lots they were sold from). One transaction; cash or card."""
+    if not isinstance(user, Mapping):
+        raise BadInput("the user is an object with an 'id' and a 'role'", code="BAD_USER")
     users.require(dict(user), "refund_sale")
+    uid = user["id"]
+    if not isinstance(uid, str) or len(uid) > MAX_USER_ID or "\x00" in uid:
+        raise BadInput(f"a user's id is text of at most {MAX_USER_ID} characters",
+                       code="BAD_USER")
     if not isinstance(reason, str) or not reason.strip():
         raise BadInput("a refund needs a reason", code="REASON_REQUIRED")
     if len(reason) > MAX_REASON or "\x00" in reason:
@@ -142,11 +149,17 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
     with store.transaction() as c:
         sale_id = find_sale(c, sale_id)
         _, sold = _sold(c, sale_id)
-        if not c.execute("SELECT 1 FROM tenders WHERE sale_id = ?", (sale_id,)).fetchone():
+        paid_by = _paid_by(c, sale_id)
+        if not paid_by:
             raise RefundRefused(
                 f"sale {sale_id} was never paid, so there is nothing to refund (a filled "
                 "prescription never handed over goes back with return to stock)",
                 code="SALE_NOT_PAID")
+        if method not in paid_by:
+            raise RefundRefused(
+                f"sale {sale_id} was paid by {' and '.join(paid_by)}: a refund goes back the "
+                f"way the sale was paid, not by {method}", code="REFUND_METHOD_MISMATCH",
+                paid_by=paid_by)
         by_no = {ln.line_no: ln for ln in sold}
         wanted = _wanted(lines, by_no)
         out: list[RefundLine] = []
@@ -187,11 +200,11 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
         c.execute("INSERT INTO refunds(refund_id, sale_id, created_at, replica_id, user_id, "
                   "reason, method, reference, subtotal_cents, tax_cents, total_cents, lines) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                  (refund_id, sale_id, now_s, store.replica_id, str(user["id"]), reason.strip(),
+                  (refund_id, sale_id, now_s, store.replica_id, uid, reason.strip(),
                    method, reference, subtotal, tax, subtotal + tax, compact_json(body_lines)))
         outbox.append_event(c, store.replica_id, "sale_refund", now_s, {
             "refund_id": refund_id, "sale_id": sale_id, "created_at": now_s,
-            "user_id": str(user["id"]), "reason": reason.strip(), "method": method,
+            "user_id": uid, "reason": reason.strip(), "method": method,
             "subtotal_cents": subtotal, "tax_cents": tax, "total_cents": subtotal + tax,
             "lines": body_lines})
     changed = StockChanged(tuple(dict.fromkeys(b for b, _ in adds)),
@@ -361,6 +374,12 @@ def _wanted(lines: Sequence[Mapping[str, Any]] | None, by_no: Mapping[int, _Sold
                                 code="ALREADY_REFUNDED", line_no=n)
         out.append((n, qty, restock))
     return out
+
+
+def _paid_by(conn: sqlite3.Connection, sale_id: str) -> list[str]:
+    """How a sale was paid: its tenders' methods (none: never paid)."""
+    return [str(r[0]) for r in conn.execute(
+        "SELECT DISTINCT method FROM tenders WHERE sale_id = ? ORDER BY method", (sale_id,))]
 
 
 def _refunded_total(conn: sqlite3.Connection, sale_id: str) -> int:

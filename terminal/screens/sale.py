@@ -364,7 +364,10 @@ class SaleScreen(Screen):
         lines = [f"{ln['refundable']} of {ln['qty']} × {ln['name']}"
                  + ("" if ln["restockable"] else "  (not restocked)")
                  for ln in out["lines"] if ln["refundable"]]
-        paid = "" if out["paid"] else "  — not paid: nothing to refund"
+        paid = (f"  — paid by {' and '.join(out['paid_by'])}" if out["paid"]
+                else "  — not paid: nothing to refund")
+        if len(out["paid_by"]) == 1:  # a refund goes back the way the sale was paid
+            self.r_method.setCurrentText(out["paid_by"][0])
         self.r_summary.setText(
             f"Total {out['total']}, refunded {out['refunded']}{paid}\n" + "\n".join(lines))
         self.r_reason.setFocus()

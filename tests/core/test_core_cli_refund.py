@@ -38,10 +38,14 @@ def test_paid_sale_then_refund_by_line(data_dir: str) -> None:
     assert stock_of(d, "R1") == 9
     text = pharmos("refund", "--data-dir", d, "--show", sale["sale_id"])
     assert "1 of 2 refundable" in text and "refunded 8.11" in text
-    out = pharmos("refund", "--data-dir", d, "--json", stdin=json.dumps({
+    # paid in cash, so paid back in cash: not to a card
+    wrong = pharmos("refund", "--data-dir", d, "--json", code=2, stdin=json.dumps({
         "sale_id": sale["sale_id"], "method": "card", "reference": "RF1", "reason": "opened",
         "user": MANAGER}))
-    assert out["total"] == "8.11" and out["reference"] == "RF1"
+    assert wrong["error"]["code"] == "REFUND_METHOD_MISMATCH"
+    out = pharmos("refund", "--data-dir", d, "--json", stdin=json.dumps({
+        "sale_id": sale["sale_id"], "method": "cash", "reason": "opened", "user": MANAGER}))
+    assert out["total"] == "8.11" and out["reference"] is None
     again = pharmos("refund", "--data-dir", d, "--json", code=2, stdin=json.dumps({
         "sale_id": sale["sale_id"], "method": "cash", "reason": "x", "user": MANAGER}))
     assert again["error"]["code"] == "ALREADY_REFUNDED"
@@ -50,6 +54,10 @@ def test_paid_sale_then_refund_by_line(data_dir: str) -> None:
         "lines": [{"ndc": IBU, "qty": 1}], "tender": {"method": "card", "reference": "A1"}}))
     assert card["tender"] == {**card["tender"], "method": "card", "amount": "8.11",
                               "change": "0.00", "reference": "A1"}
+    out = pharmos("refund", "--data-dir", d, "--json", stdin=json.dumps({
+        "sale_id": card["sale_id"], "method": "card", "reference": "RF1", "reason": "opened",
+        "user": MANAGER}))
+    assert out["total"] == "8.11" and out["reference"] == "RF1"
 
 
 def test_refused_payments_and_refunds_write_nothing(data_dir: str) -> None:

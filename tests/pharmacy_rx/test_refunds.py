@@ -258,3 +258,30 @@ def test_a_sale_from_before_lines_kept_their_tax_still_refunds_what_was_paid(
     rest = refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r")
     assert all(ln.tax_cents >= 0 for ln in rest.lines)
     assert first.total_cents + rest.total_cents == sale.total_cents
+
+
+def test_a_refund_goes_back_the_way_the_sale_was_paid(dispenser: Dispenser) -> None:
+    """A card sale is refunded to the card, never in cash from the drawer (card fraud turned
+    into cash), and a cash sale in cash."""
+    store = dispenser.store
+    card = paid_sale(dispenser, [{"ndc": IBU, "qty": 1}], "card").sale
+    cash = paid_sale(dispenser, [{"ndc": IBU, "qty": 1}], "cash").sale
+    for sale, wrong in ((card, "cash"), (cash, "card")):
+        with pytest.raises(PharmosError) as e:
+            refunds.refund(store, PHARMACIST, sale.sale_id, method=wrong, reason="r")
+        assert e.value.code == "REFUND_METHOD_MISMATCH" and e.value.exit_code == 2
+        assert written(store) == (0, 0)
+    assert refunds.refundable(store.conn, card.sale_id)["paid_by"] == ["card"]
+    assert refunds.refund(store, PHARMACIST, card.sale_id, method="card",
+                          reason="r").method == "card"
+
+
+def test_the_user_is_an_id_as_text(dispenser: Dispenser) -> None:
+    store = dispenser.store
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 1}]).sale
+    for user in ({"id": ["u-max"], "role": "manager"}, {"id": 7, "role": "manager"},
+                 {"id": "u\x00max", "role": "manager"}, {"id": "u" * 200, "role": "manager"}):
+        with pytest.raises(PharmosError) as e:
+            refunds.refund(store, user, sale.sale_id, method="cash", reason="r")
+        assert e.value.code == "BAD_USER" and e.value.exit_code == 1
+    assert written(store) == (0, 0)

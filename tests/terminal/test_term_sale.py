@@ -309,3 +309,27 @@ def test_a_cashier_has_no_day_report(cashier: Term) -> None:
     with pytest.raises(PharmosError) as e:
         cashier.win.counter.day_report()
     assert e.value.code == "ROLE_NOT_PERMITTED"
+
+
+def test_a_card_sale_is_refunded_to_the_card(term: Term) -> None:
+    term.sign_in("manager")
+    s = term.win.sale
+    term.wedge_scan(ibu(term))
+    s.card_ref.setText("AUTH-1")
+    s.pay("card")
+    term.settle()
+    term.wait_until(lambda: s.print_status == "printed")
+    term.fkey("Shift+F10")
+    term.settle()
+    assert "paid by card" in s.r_summary.text() and s.r_method.currentText() == "card"
+    s.r_method.setCurrentText("cash")  # cash from the drawer for a card sale: refused
+    s.r_reason.setText("damaged")
+    s.do_refund()
+    term.settle()
+    assert term.error_code == "REFUND_METHOD_MISMATCH" and s.refund_box.isVisible()
+    assert term.sql("SELECT COUNT(*) FROM refunds") == [(0,)]
+    s.r_method.setCurrentText("card")
+    s.r_reference.setText("RF-1")
+    s.do_refund()
+    term.settle()
+    assert term.sql("SELECT method, reference FROM refunds") == [("card", "RF-1")]
