@@ -24,6 +24,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal, cast
 
 from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
@@ -104,16 +105,22 @@ class _SoldLine:
     restocked: Mapping[str, int]  # batch_id -> units earlier refunds put back
 
 
-def refundable(conn: sqlite3.Connection, sale_id: str) -> dict[str, Any]:
-    """What of a sale may still be refunded, line by line (for a screen or the CLI)."""
+def refundable(conn: sqlite3.Connection, sale_id: str, today: date) -> dict[str, Any]:
+    """What of a sale may still be refunded, line by line (for a screen or the CLI).
+    ``restockable``: sealed units of the line may go back on the shelf (the product may, and
+    no lot they would go back to is recalled, quarantined or expired on ``today``)."""
     sale_id = find_sale(conn, sale_id)
     sale, lines = _sold(conn, sale_id)
     out = []
     for ln in lines:
         p = catalog.lookup(conn, ln.ndc)
+        left = ln.qty - ln.refunded_qty
+        back = _restock_from(ln, left)
         out.append({"line_no": ln.line_no, "ndc": ln.ndc, "name": p.name, "qty": ln.qty,
-                    "refunded": ln.refunded_qty, "refundable": ln.qty - ln.refunded_qty,
-                    "unit_price": fmt(ln.unit_price_cents), "restockable": restockable(p)})
+                    "refunded": ln.refunded_qty, "refundable": left,
+                    "unit_price": fmt(ln.unit_price_cents),
+                    "restockable": restockable(p) and not any(
+                        _lot_problem(conn, b, exp, today) for b, _, exp, _ in back)})
     paid_by = _paid_by(conn, sale_id)
     return {"sale_id": sale_id, "total": fmt(int(sale["total_cents"])),
             "paid": bool(paid_by), "paid_by": paid_by,
@@ -145,7 +152,8 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
         raise BadInput("a card refund's reference is text of at most 100 characters",
                        code="BAD_REFERENCE")
     reference = ((reference or "").strip() or None) if method == "card" else None
-    now_s = iso(store.clock())
+    now = store.clock()
+    now_s, today = iso(now), now.date()
     with store.transaction() as c:
         sale_id = find_sale(c, sale_id)
         _, sold = _sold(c, sale_id)
@@ -184,6 +192,14 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
                       else min(_share(ln.tax_cents, qty, ln.qty),
                                ln.tax_cents - ln.refunded_tax_cents))
             back = _restock_from(ln, qty) if restock else ()
+            for batch_id, lot, expiry, _ in back:
+                problem = _lot_problem(c, batch_id, expiry, today)
+                if problem:
+                    raise RefundRefused(
+                        f"line {line_no}: lot {lot} of {product.name} is {problem}, so its "
+                        "packs do not go back on the shelf: refund them without restocking "
+                        "and set them aside with their lot", code="LOT_NOT_RESTOCKABLE",
+                        line_no=line_no, lot=lot)
             adds += [(b, q) for b, _, _, q in back]
             out.append(RefundLine(line_no, ln.ndc, product.name, qty, amount, tax, back))
         subtotal = sum(r.amount_cents for r in out)
@@ -336,6 +352,19 @@ def _restock_from(ln: _SoldLine, qty: int) -> tuple[tuple[str, str, str, int], .
         out.append((batch_id, lot, expiry, q))
         qty -= q
     return tuple(out)
+
+
+def _lot_problem(conn: sqlite3.Connection, batch_id: str, expiry: str, today: date
+                 ) -> str | None:
+    """Why units may not go back into a batch now (None: they may)."""
+    row = conn.execute("SELECT status, expiry FROM batches WHERE batch_id = ?",
+                       (batch_id,)).fetchone()
+    status, expiry = (str(row[0]), str(row[1])) if row is not None else ("unknown", expiry)
+    if status != "active":
+        return status
+    if expiry < today.isoformat():
+        return f"expired ({expiry})"
+    return None
 
 
 def _wanted(lines: Sequence[Mapping[str, Any]] | None, by_no: Mapping[int, _SoldLine]

@@ -383,7 +383,7 @@ class Counter:
     # ---- refunds ------------------------------------------------------------------------------
     def refundable(self, sale_id: str) -> dict[str, Any]:
         users.require(self.user, "refund_sale")
-        return refunds.refundable(self.store.conn, sale_id)
+        return refunds.refundable(self.store.conn, sale_id, self.store.clock().date())
 
     def refund(self, sale_id: str, method: str, reason: str, reference: str | None = None,
                restock_sealed: bool = False) -> Refunded:
@@ -391,7 +391,7 @@ class Counter:
         receipt prints); sealed OTC units go back on the shelf when ``restock_sealed``. The
         refund slip prints after the refund committed; a cash refund opens the drawer."""
         users.require(self.user, "refund_sale")
-        left = refunds.refundable(self.store.conn, sale_id)
+        left = refunds.refundable(self.store.conn, sale_id, self.store.clock().date())
         lines = [{"line_no": ln["line_no"], "qty": ln["refundable"],
                   "restock": restock_sealed and ln["restockable"]}
                  for ln in left["lines"] if ln["refundable"]]

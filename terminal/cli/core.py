@@ -139,7 +139,7 @@ def _text(value: Any, name: str) -> str | None:
 def cmd_refund(args: argparse.Namespace) -> int:
     with _open(args) as store:
         if args.show:
-            out = refunds.refundable(store.conn, args.show)
+            out = refunds.refundable(store.conn, args.show, store.clock().date())
             emit(args, out, "\n".join(
                 [f"sale {out['sale_id']} total {out['total']} refunded {out['refunded']}"
                  + ("" if out["paid"] else " (not paid)")]

@@ -70,7 +70,7 @@ def test_whole_refund_pays_back_what_was_paid_once(dispenser: Dispenser) -> None
         refunds.refund(store, MANAGER, sale.sale_id, method="cash", reason="again")
     assert e.value.code == "ALREADY_REFUNDED" and e.value.exit_code == 2
     assert written(store) == (1, 1)
-    shown = refunds.refundable(store.conn, sale.sale_id)
+    shown = refunds.refundable(store.conn, sale.sale_id, store.clock().date())
     assert shown["paid"] and shown["refunded"] == shown["total"]
     assert [ln["refundable"] for ln in shown["lines"]] == [0, 0]
     assert [ln["restockable"] for ln in shown["lines"]] == [True, False]
@@ -271,7 +271,8 @@ def test_a_refund_goes_back_the_way_the_sale_was_paid(dispenser: Dispenser) -> N
             refunds.refund(store, PHARMACIST, sale.sale_id, method=wrong, reason="r")
         assert e.value.code == "REFUND_METHOD_MISMATCH" and e.value.exit_code == 2
         assert written(store) == (0, 0)
-    assert refunds.refundable(store.conn, card.sale_id)["paid_by"] == ["card"]
+    shown = refunds.refundable(store.conn, card.sale_id, store.clock().date())
+    assert shown["paid_by"] == ["card"]
     assert refunds.refund(store, PHARMACIST, card.sale_id, method="card",
                           reason="r").method == "card"
 
@@ -285,3 +286,32 @@ def test_the_user_is_an_id_as_text(dispenser: Dispenser) -> None:
             refunds.refund(store, user, sale.sale_id, method="cash", reason="r")
         assert e.value.code == "BAD_USER" and e.value.exit_code == 1
     assert written(store) == (0, 0)
+
+
+def test_units_never_go_back_into_a_recalled_quarantined_or_expired_lot(
+        dispenser: Dispenser) -> None:
+    """A sealed pack of a lot recalled, quarantined or expired since it was sold does not go
+    back on the shelf: the refund says so and the pack is set aside with its lot."""
+    store = dispenser.store
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 2}]).sale  # both from IB2606
+    inventory.set_status(store, "IB2606", "recalled", reason="FDA recall Z-1")
+    assert not refunds.refundable(store.conn, sale.sale_id,
+                                  store.clock().date())["lines"][0]["restockable"]
+    before = on_hand(store, "IB2606")
+    with pytest.raises(PharmosError) as e:
+        refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="r",
+                       lines=[{"line_no": 1, "qty": 1, "restock": True}])
+    assert e.value.code == "LOT_NOT_RESTOCKABLE" and "IB2606" in e.value.message
+    assert written(store) == (0, 0) and on_hand(store, "IB2606") == before
+    # refunded without restocking, it goes through
+    assert refunds.refund(store, PHARMACIST, sale.sale_id, method="cash", reason="recall",
+                          lines=[{"line_no": 1, "qty": 1}]).lines[0].restocked == ()
+    # a lot past its expiry since the sale: the same
+    later = paid_sale(dispenser, [{"ndc": IBU, "qty": 1}]).sale  # from IB2701
+    store.clock.advance(days=120)  # type: ignore[attr-defined]
+    assert not refunds.refundable(store.conn, later.sale_id,
+                                  store.clock().date())["lines"][0]["restockable"]
+    with pytest.raises(PharmosError) as e:
+        refunds.refund(store, PHARMACIST, later.sale_id, method="cash", reason="r",
+                       lines=[{"line_no": 1, "restock": True}])
+    assert e.value.code == "LOT_NOT_RESTOCKABLE" and "expired" in e.value.message
