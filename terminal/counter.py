@@ -113,6 +113,7 @@ class Counter:
     cart: checkout.Cart = field(default_factory=checkout.Cart)
     offline: bool = False
     last_sale_id: str | None = None
+    last_refund: tuple[str, str] | None = None  # (sale_id, refund_id) of the last thing done
     checkpointer: IdleCheckpointer | None = None
     dispenser: Dispenser = field(init=False)
     # PMP status is read at most every PMP_EVERY (it scans the register's recent weeks)
@@ -283,6 +284,7 @@ class Counter:
         result = checkout.checkout(self.dispenser, req, tender)
         self.cart.clear()
         self.last_sale_id = result.sale.sale_id
+        self.last_refund = None
         receipt = self._print(result.sale.sale_id, "receipt")
         drawer = False
         if method == "cash":  # a cash receipt carries the drawer kick; without one, kick alone
@@ -314,6 +316,9 @@ class Counter:
 
     def reprint_last(self) -> PrintOutcome | None:
         users.require(self.user, "reprint_receipt")
+        if self.last_refund is not None:  # the refund's slip (the one waiting, if it failed)
+            sale_id, refund_id = self.last_refund
+            return self._print(sale_id, "refund", refund_id=refund_id, reprint=True)
         if self.last_sale_id is None:
             row = self.store.conn.execute(
                 "SELECT sale_id FROM sales WHERE user_id = ? ORDER BY created_at DESC LIMIT 1",
@@ -397,6 +402,7 @@ class Counter:
                  for ln in left["lines"] if ln["refundable"]]
         result = refunds.refund(self.store, self.user, left["sale_id"], method=method,
                                 reason=reason, reference=reference, lines=lines or None)
+        self.last_refund = (result.sale_id, result.refund_id)
         slip = self._print(result.sale_id, "refund", refund_id=result.refund_id)
         drawer = False
         if method == "cash":  # the slip carries the drawer kick; without one, kick alone

@@ -490,15 +490,17 @@ class SaleScreen(Screen):
             self.print_status = job.error_code or "failed"
             self.last.setText(self.last.text().replace(
                 " printing…", f" NOT printed ({job.error_code})"))
+            what = ("the refund is saved; Shift+F9 prints its slip" if job.kind == "refund"
+                    else "the sale is saved; reprint with Shift+F9")
             self.win.errors.show_warning(
-                f"[{job.error_code}] {job.error_message} — the sale is saved; "
-                "reprint with Shift+F9 when the printer is back.")
+                f"[{job.error_code}] {job.error_message} — {what} when the printer is back.")
         self.win.refresh_status()
 
     def reprint(self) -> None:
         def done(out: PrintOutcome | None) -> None:
             if out is not None:
-                self.last.setText("Reprint: receipt printing…")
+                self.last.setText("Reprint: refund slip printing…" if out.kind == "refund"
+                                  else "Reprint: receipt printing…")
                 self.watch_print(out)
 
         self.db(self.counter.reprint_last, on_done=done)

@@ -333,3 +333,32 @@ def test_a_card_sale_is_refunded_to_the_card(term: Term) -> None:
     s.do_refund()
     term.settle()
     assert term.sql("SELECT method, reference FROM refunds") == [("card", "RF-1")]
+
+
+def test_printer_down_the_refund_slip_waits_and_shift_f9_prints_it(term: Term) -> None:
+    from hardware.errors import PrinterOffline
+
+    term.sign_in("manager")
+    s = term.win.sale
+    term.wedge_scan(ibu(term))
+    s.cash.setText("10.00")
+    s.pay("cash")
+    term.wait_until(lambda: s.print_status == "printed")
+    term.backend.fail_open = PrinterOffline("the printer is off", code="PRINTER_OFFLINE")
+    term.fkey("Shift+F10")
+    term.settle()
+    s.r_reason.setText("unopened")
+    s.do_refund()
+    term.wait_until(lambda: s.print_status == "PRINTER_OFFLINE")
+    # the refund is saved and the warning is about its slip, not the sale
+    assert "refund is saved" in term.error and "PRINTER_OFFLINE" in term.error
+    assert "refund slip NOT printed" in s.last.text()
+    assert term.sql("SELECT COUNT(*) FROM refunds") == [(1,)]
+    assert term.sql("SELECT kind, status FROM print_jobs ORDER BY created_at") == [
+        ("receipt", "done"), ("refund", "failed")]
+    term.backend.fail_open = None
+    term.fkey("Shift+F9")  # prints the slip that waits, not a copy of the sale's receipt
+    term.wait_until(lambda: s.print_status == "printed")
+    assert b"TOTAL REFUNDED" in term.backend.output and b"REPRINT" not in term.backend.output
+    assert term.sql("SELECT kind, status, reprint FROM print_jobs ORDER BY created_at") == [
+        ("receipt", "done", 0), ("refund", "done", 0)]
