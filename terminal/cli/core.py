@@ -130,9 +130,9 @@ def cmd_sale(args: argparse.Namespace) -> int:
 
 
 def _text(value: Any, name: str) -> str | None:
-    if value is None or (isinstance(value, str) and len(value) <= 100):
+    if value is None or (isinstance(value, str) and len(value) <= 100 and "\x00" not in value):
         return value
-    raise BadInput(f"tender {name} must be text of at most 100 characters",
+    raise BadInput(f"tender {name} must be text of at most 100 characters (no NUL)",
                    code="BAD_TENDER")
 
 

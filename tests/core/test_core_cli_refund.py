@@ -76,6 +76,8 @@ def test_refused_payments_and_refunds_write_nothing(data_dir: str) -> None:
     no_sale({"method": "cash", "tendered": "1.00"}, "INSUFFICIENT_TENDER")
     no_sale({"method": "cash", "tendered": "lots"}, "BAD_MONEY")
     no_sale({"method": "card", "reference": "x" * 101}, "BAD_TENDER")
+    no_sale({"method": "card", "reference": "A1\u0000"}, "BAD_TENDER")
+    no_sale({"method": "cash", "tendered": "20\u0000"}, "BAD_TENDER")
     unpaid = pharmos("sale", "--data-dir", d, "--json", stdin=json.dumps({
         "lines": [{"ndc": IBU, "qty": 1}]}))
 
