@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pharmacy import inventory, register, replication, sales
+from pharmacy import checkout, inventory, refunds, register, replication, sales
 from pharmacy.clock import iso
 from pharmacy.compliance import InterimGate
 from pharmacy.errors import OutOfStock
@@ -198,10 +198,20 @@ def check_rebase(stocked: Store, n: int, rnd: random.Random) -> None:
                                          "qty": rnd.randint(1, 3)}]})
         except OutOfStock:
             continue
-        if rnd.random() < 0.3:  # never handed over: back to stock
+        roll = rnd.random()
+        if roll < 0.3:  # never handed over: back to stock
             with stocked.transaction() as c:
                 sales.return_sale(c, stocked.replica_id, sale.sale_id, "u1", "not collected",
                                   iso(stocked.clock()))
+        elif roll < 0.6:  # paid, then partly brought back sealed and refunded
+            with stocked.transaction() as c:
+                checkout.record_tender(c, sale.sale_id, sale.total_cents,
+                                       checkout.tender_for("cash", sale.total_cents), "u1",
+                                       iso(stocked.clock()))
+            refunds.refund(stocked, {"id": "u1", "role": "manager"}, sale.sale_id,
+                           method="cash", reason="unopened",
+                           lines=[{"line_no": 1, "qty": rnd.randint(1, sale.lines[0].qty),
+                                   "restock": sale.lines[0].product.ndc == "0904-6728-60"}])
     if rnd.random() < 0.5:
         inventory.receive(stocked, [{"ndc": "0406-0552-01", "lot": f"OX{rnd.randint(2, 9)}",
                                      "expiry": "2028-01-31", "qty": 5}])
