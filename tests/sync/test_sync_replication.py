@@ -207,7 +207,7 @@ def check_rebase(stocked: Store, n: int, rnd: random.Random) -> None:
             with stocked.transaction() as c:
                 checkout.record_tender(c, sale.sale_id, sale.total_cents,
                                        checkout.tender_for("cash", sale.total_cents), "u1",
-                                       iso(stocked.clock()))
+                                       iso(stocked.clock()), stocked.replica_id)
             refunds.refund(stocked, {"id": "u1", "role": "manager"}, sale.sale_id,
                            method="cash", reason="unopened",
                            lines=[{"line_no": 1, "qty": rnd.randint(1, sale.lines[0].qty),
