@@ -258,6 +258,8 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:  # brackets nested thousands deep: no setting holds that
+        raise _bad("(value)", "the value is nested too deeply") from None
 
 
 def set_values(store: Store, assignments: list[tuple[str, Any]]) -> HardwareConfig:

@@ -247,6 +247,9 @@ def _parse(raw: bytes) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleMalformed(f"the bundle is not valid JSON ({type(e).__name__}); it was "
                               "damaged in transit or is not a pharmos policy bundle") from None
+    except RecursionError:
+        raise BundleMalformed("the bundle's JSON is nested too deeply; this file is not a "
+                              "pharmos policy bundle") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BundleMalformed("this file is not a pharmos policy bundle")
     fv = doc.get("format_version")

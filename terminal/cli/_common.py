@@ -38,6 +38,9 @@ def read_json_input(source: str) -> Any:
     except json.JSONDecodeError as e:
         raise BadInput(f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}",
                        code="BAD_JSON") from None
+    except RecursionError:  # brackets nested thousands deep: no pharmos document is
+        raise BadInput(f"the JSON in {source} is nested too deeply to be a pharmos document",
+                       code="BAD_JSON") from None
 
 
 def report_error(args: argparse.Namespace, err: PharmosError) -> int:

@@ -179,10 +179,7 @@ def cmd_trust_key(args: argparse.Namespace) -> int:
 
 
 def cmd_endorse_key(args: argparse.Namespace) -> int:
-    try:
-        doc = json.loads(_read_bytes(args.file))
-    except ValueError:
-        raise BadInput(f"{args.file} is not JSON", code="BAD_JSON") from None
+    doc = read_json_input(args.file)
     with _server_store(args) as store:
         out = store.endorse_key(args.tenant, doc)
     emit(args, out, f"tenant {args.tenant} trusts key {out['trusted']}"
@@ -402,6 +399,9 @@ def cmd_settings_set(args: argparse.Namespace) -> int:
         value = json.loads(args.value)
     except ValueError:
         value = args.value
+    except RecursionError:  # brackets nested thousands deep: a list, which is refused
+        raise BadInput(f"{args.key} must be a string, number, boolean or null",
+                       code="BAD_DOC_EDIT") from None
     with _open_store(args) as store:
         view = replication.edit_doc(
             store, "store_settings", lambda st: shared_doc.settings_set(st, args.key, value))

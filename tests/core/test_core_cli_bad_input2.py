@@ -1,0 +1,123 @@
+"""Bad input to the policy, server, hardware, receipt and shared-document commands ends in a
+coded error (exit 1; 3 for a file that fails as a bundle or key; 4 for a device), never a
+traceback (exit 70 INTERNAL) or a hang, and nothing is written: JSON nested thousands deep,
+text that is not UTF-8, output paths that name no file, database URLs that do not parse,
+timeouts that are not a number of seconds."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pharmacy.store import Store
+from terminal.cli import main
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str, stdin: str = "") -> tuple[int, Any]:
+    capsys.readouterr()  # what fixtures printed
+    import sys
+
+    old = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        rc = main([*argv, "--json"])
+    finally:
+        sys.stdin = old
+    out = capsys.readouterr().out
+    return rc, json.loads(out)
+
+
+def refused(rc: int, out: Any, code: str, rc_expected: int = 1) -> None:
+    assert (rc, out["error"]["code"]) == (rc_expected, code), out
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    monkeypatch.delenv("PHARMOS_DATA_DIR", raising=False)
+    deep = tmp_path / "deep.json"
+    deep.write_text(DEEP)
+    key = tmp_path / "hq.key"
+    assert main(["policy", "keygen", "--out", str(key)]) == 0
+    bundle = tmp_path / "bundle.json"
+    assert main(["policy", "build", "--out", str(bundle), "--version", "v1"]) == 0
+    return {"deep": deep, "key": key, "bundle": bundle, "tmp": tmp_path}
+
+
+@pytest.fixture
+def term_dir(stocked: Store, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("PHARMOS_DATA_DIR", raising=False)
+    return Path(stocked.data_dir)
+
+
+@pytest.fixture
+def hq_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv("PHARMOS_DATA_DIR", raising=False)
+    db = f"sqlite:///{tmp_path / 'hq.db'}"
+    assert main(["server", "migrate", "--db", db]) == 0
+    assert main(["server", "admin", "create-store", "--db", db, "--tenant", "t1", "--store",
+                 "s1"]) == 0
+    return db
+
+
+def _events(db: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db[len("sqlite:///"):]) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+# ---- JSON nested thousands deep ---------------------------------------------------------------
+@pytest.mark.parametrize("cmd", [["policy", "grant"], ["policy", "check"]])
+def test_terminal_json_input_nested_too_deeply(capsys: pytest.CaptureFixture[str],
+                                               files: dict[str, Path], term_dir: Path,
+                                               cmd: list[str]) -> None:
+    refused(*run_cli(capsys, *cmd, "--data-dir", str(term_dir), str(files["deep"])),
+            "BAD_JSON")
+    refused(*run_cli(capsys, *cmd, "--data-dir", str(term_dir), "-", stdin=DEEP), "BAD_JSON")
+
+
+@pytest.mark.parametrize("cmd", [["sign", "--key", "KEY", "--in", "DEEP", "--out", "OUT"],
+                                 ["install", "--data-dir", "TERM", "DEEP"]])
+def test_policy_bundle_nested_too_deeply(capsys: pytest.CaptureFixture[str],
+                                         files: dict[str, Path], term_dir: Path,
+                                         cmd: list[str]) -> None:
+    subst = {"KEY": str(files["key"]), "DEEP": str(files["deep"]), "TERM": str(term_dir),
+             "OUT": str(files["tmp"] / "signed.json")}
+    refused(*run_cli(capsys, "policy", *[subst.get(a, a) for a in cmd]), "BUNDLE_MALFORMED",
+            3)
+    assert not (files["tmp"] / "signed.json").exists()
+
+
+@pytest.mark.parametrize("cmd", [
+    ["admin", "create-store", "--tenant", "t1", "--store", "s2", "--catalog", "DEEP"],
+    ["admin", "endorse-key", "--tenant", "t1", "DEEP"],
+    ["publish-catalog", "--store", "s1", "DEEP"],
+    ["grant", "--store", "s1", "DEEP"],
+])
+def test_server_json_files_nested_too_deeply(capsys: pytest.CaptureFixture[str],
+                                             files: dict[str, Path], hq_db: str,
+                                             cmd: list[str]) -> None:
+    argv = [str(files["deep"]) if a == "DEEP" else a for a in cmd]
+    refused(*run_cli(capsys, "server", *argv, "--db", hq_db), "BAD_JSON")
+    assert _events(hq_db) == 0
+    rc, out = run_cli(capsys, "server", "stock", "--store", "s2", "--db", hq_db)
+    assert out["error"]["code"] == "UNKNOWN_STORE"  # create-store wrote nothing
+
+
+def test_setting_values_nested_too_deeply(capsys: pytest.CaptureFixture[str],
+                                          term_dir: Path) -> None:
+    d = str(term_dir)
+    before = run_cli(capsys, "hw", "config", "show", "--data-dir", d)[1]
+    refused(*run_cli(capsys, "hw", "config", "set", "--data-dir", d, f"printer.url={DEEP}"),
+            "BAD_HARDWARE_CONFIG")
+    assert run_cli(capsys, "hw", "config", "show", "--data-dir", d)[1] == before
+    refused(*run_cli(capsys, "store-settings", "set", "--data-dir", d, "k", DEEP),
+            "BAD_DOC_EDIT")
+    assert run_cli(capsys, "store-settings", "show", "--data-dir", d)[1] == {
+        "store_settings": {}}
