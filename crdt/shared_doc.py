@@ -91,8 +91,28 @@ def _edit(state: Iterable[bytes], name: str, fn: Any) -> bytes:
     return bytes(doc.get_update(before))
 
 
+def _text(what: str, value: str) -> str:
+    """Text pycrdt can hold: UTF-8 (bytes that were not text arrive as lone surrogates, which
+    pycrdt cannot encode and answers with a panic that no ``except Exception`` catches)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DocError(f"{what} is not text (bytes in another encoding than UTF-8?)") from None
+    return value
+
+
 def _scalar(key: str, value: Any) -> Scalar:
-    if value is None or isinstance(value, str | bool | int | float):
+    if isinstance(value, str):
+        return _text(key, value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if not -2**63 <= value < 2**63:  # pycrdt holds 64-bit integers
+            raise DocError(f"{key} {value} is too large a number")
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise DocError(f"{key} must be a finite number, not {value}")
         return value
     raise DocError(f"{key} must be a string, number, boolean or null")
 
@@ -112,6 +132,7 @@ def will_call_put(state: Iterable[bytes], item_id: str, fields: Mapping[str, Any
     """Create or change one will-call item; returns the update to store and sync."""
     if not item_id or not isinstance(item_id, str):
         raise DocError("a will-call item needs an id")
+    _text("the will-call item id", item_id)
     clean: dict[str, Scalar] = {}
     for k, v in fields.items():
         if k not in WILL_CALL_FIELDS:
@@ -135,6 +156,8 @@ def will_call_put(state: Iterable[bytes], item_id: str, fields: Mapping[str, Any
 
 
 def will_call_remove(state: Iterable[bytes], item_id: str) -> bytes:
+    _text("the will-call item id", item_id)
+
     def apply(items: Map) -> None:  # type: ignore[type-arg]
         if item_id in items:
             del items[item_id]
@@ -153,6 +176,7 @@ def will_call_view(state: Iterable[bytes]) -> dict[str, dict[str, Any]]:
 def settings_set(state: Iterable[bytes], key: str, value: Any) -> bytes:
     if not key or not isinstance(key, str):
         raise DocError("a setting needs a name")
+    _text("the setting name", key)
     v = _scalar(key, value)
 
     def apply(settings: Map) -> None:  # type: ignore[type-arg]

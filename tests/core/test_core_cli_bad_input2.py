@@ -121,3 +121,27 @@ def test_setting_values_nested_too_deeply(capsys: pytest.CaptureFixture[str],
             "BAD_DOC_EDIT")
     assert run_cli(capsys, "store-settings", "show", "--data-dir", d)[1] == {
         "store_settings": {}}
+
+
+# ---- shared documents: values pycrdt cannot hold --------------------------------------------
+@pytest.mark.parametrize("argv", [
+    ["board", "put", "\udcff"],  # a byte that is not UTF-8, as the shell passes it
+    ["board", "put", "i1", "--note", "\udcff"],
+    ["board", "remove", "\udcff"],
+    ["store-settings", "set", "\udcff", "1"],
+    ["store-settings", "set", "k", "x\udcff"],
+    ["store-settings", "set", "k", '"\\ud800"'],  # a lone surrogate as a JSON escape
+    ["store-settings", "set", "k", "99999999999999999999"],  # past a 64-bit integer
+    ["store-settings", "set", "k", "NaN"],
+    ["store-settings", "set", "k", "1e400"],  # infinity
+])
+def test_shared_document_edits_pycrdt_cannot_hold(capsys: pytest.CaptureFixture[str],
+                                                  term_dir: Path, argv: list[str]) -> None:
+    """These ended in a pycrdt panic (a BaseException: a raw traceback, not even INTERNAL)."""
+    refused(*run_cli(capsys, *argv, "--data-dir", str(term_dir)), "BAD_DOC_EDIT")
+    assert run_cli(capsys, "board", "show", "--data-dir", str(term_dir))[1] == {
+        "will_call": {}}
+    assert run_cli(capsys, "store-settings", "show", "--data-dir", str(term_dir))[1] == {
+        "store_settings": {}}
+    with Store.open(term_dir) as store:
+        assert store.conn.execute("SELECT COUNT(*) FROM doc_updates").fetchone()[0] == 0
