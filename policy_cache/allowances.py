@@ -20,12 +20,14 @@ DEMO_ALLOWANCES = {"CII": 2, "CIII": 30, "CIV": 60, "CV": 30, "PSE": 10, "H": 20
                    "X": 5}
 
 
-def grant_allowances(store: Store, grant: dict[str, Any]) -> None:
-    """Replace the terminal's offline allowances.
+def check_grant(grant: Any) -> dict[str, Any]:
+    """A grant's allowances as a terminal installs them, checked without a store (head office
+    checks a grant before it publishes one): ``{"per_day": {class: units}, "valid_until":
+    datetime or None, "grant_id": str}``. Raises BAD_GRANT naming what is wrong.
 
-    ``grant`` = {"per_day": {"CII": 0, "CIII": 20, ...}, "valid_until": ISO time (optional:
-    defaults to, and is capped at, the active bundle's offline_until), "grant_id": optional}.
-    A flat {"CII": 0, "CIII": 20, ...} (as a sync publication may carry it) is accepted too.
+    ``grant`` = {"per_day": {"CII": 0, "CIII": 20, ...}, "valid_until": ISO time (optional),
+    "grant_id": optional}. A flat {"CII": 0, "CIII": 20, ...} (as a sync publication may carry
+    it) is accepted too.
     """
     if not isinstance(grant, dict):
         raise PolicyInputError("the grant must be a JSON object with 'per_day'",
@@ -47,26 +49,46 @@ def grant_allowances(store: Store, grant: dict[str, Any]) -> None:
             raise PolicyInputError(f"allowance {k} must be a whole number of units >= 0",
                                    code="BAD_GRANT")
         clean[k] = v
-    from policy_cache.gate import gate_for_store, invalidate
-
-    bg = gate_for_store(store).bundle_gate
-    now = store.clock()
-    cap = bg.meta.offline_until if bg is not None else None
-    until = cap
+    until = None
     if grant.get("valid_until") is not None:
         try:
             until = parse_iso(str(grant["valid_until"]))
         except ValueError:
             raise PolicyInputError(f"valid_until {grant['valid_until']!r} is not an ISO time",
                                    code="BAD_GRANT") from None
-        if cap is not None and until > cap:
-            until = cap
+    grant_id = grant.get("grant_id")
+    if grant_id is not None and not isinstance(grant_id, str | int):
+        raise PolicyInputError("grant_id must be text", code="BAD_GRANT")
+    grant_id = str(grant_id or "")
+    try:
+        grant_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PolicyInputError("grant_id is not text (a lone surrogate escape)",
+                               code="BAD_GRANT") from None
+    if "\x00" in grant_id:
+        raise PolicyInputError("grant_id holds a NUL character", code="BAD_GRANT")
+    return {"per_day": clean, "valid_until": until, "grant_id": grant_id}
+
+
+def grant_allowances(store: Store, grant: dict[str, Any]) -> None:
+    """Replace the terminal's offline allowances with a grant (see :func:`check_grant`);
+    ``valid_until`` defaults to, and is capped at, the active bundle's offline_until."""
+    checked = check_grant(grant)
+    clean: dict[str, int] = checked["per_day"]
+    from policy_cache.gate import gate_for_store, invalidate
+
+    bg = gate_for_store(store).bundle_gate
+    now = store.clock()
+    cap = bg.meta.offline_until if bg is not None else None
+    until = checked["valid_until"] or cap
+    if cap is not None and until > cap:
+        until = cap
     if until is None:
         raise PolicyInputError("no policy bundle is installed, so the grant needs valid_until",
                                code="BAD_GRANT")
     store.set_json_setting(SETTING, {
         "per_day": clean, "valid_until": iso(until), "granted_at": iso(now),
-        "grant_id": str(grant.get("grant_id") or ""),
+        "grant_id": checked["grant_id"],
     })
     from policy_cache.install import note_seen
 

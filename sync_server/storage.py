@@ -230,6 +230,30 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+def _not_storable_text(value: Any) -> str | None:
+    """Why a parsed JSON value cannot be stored as text (a NUL, which PostgreSQL text cannot
+    hold; a lone surrogate, which is not UTF-8), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "holds a NUL character (\\u0000)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds text that is not UTF-8 (a lone surrogate escape such as \\ud800)"
+        return None
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            why = _not_storable_text(k) or _not_storable_text(v)
+            if why:
+                return why
+    elif isinstance(value, list | tuple):
+        for v in value:
+            why = _not_storable_text(v)
+            if why:
+                return why
+    return None
+
+
 def _validate_body(kind: str, body: Mapping[str, Any], where: str) -> None:
     """Bodies the server reads (materialised views, stock effects) must have their fields,
     each within what the views' columns hold."""
@@ -1056,6 +1080,17 @@ class SqlServerStore(ABC):
         for i, b in enumerate(items):
             if kind == "product":
                 _validate_body(kind, b, f"product {i + 1}")
+            elif kind == "allowances":  # what every terminal would refuse on install
+                from policy_cache.allowances import check_grant
+
+                try:
+                    check_grant(b)
+                except BadInput as e:
+                    raise BadRequest(e.message, code=e.code) from None
+            why = _not_storable_text(b)
+            if why:
+                raise BadRequest(f"the {kind} publication {why}", code="BAD_PUBLICATION",
+                                 kind=kind)
         now = iso(self.clock())
         sha: str | None = None
         if blob is not None:

@@ -145,3 +145,22 @@ def test_shared_document_edits_pycrdt_cannot_hold(capsys: pytest.CaptureFixture[
         "store_settings": {}}
     with Store.open(term_dir) as store:
         assert store.conn.execute("SELECT COUNT(*) FROM doc_updates").fetchone()[0] == 0
+
+
+# ---- server grant: what every terminal would refuse is not published -----------------------
+@pytest.mark.parametrize("grant, code", [
+    ({}, "BAD_GRANT"),
+    ({"format": "pharmos-policy-bundle"}, "BAD_GRANT"),  # a bundle given as a grant
+    ({"per_day": {"CII": -1}}, "BAD_GRANT"),
+    ({"per_day": {"CII": 1}, "valid_until": "tomorrow"}, "BAD_GRANT"),
+    ({"per_day": {"CII": 1}, "grant_id": "\ud800"}, "BAD_GRANT"),  # crashed: not UTF-8
+    ({"per_day": {"CII": 1}, "note": "x\x00"}, "BAD_PUBLICATION"),  # PostgreSQL holds no NUL
+])
+def test_server_grant_terminals_would_refuse(capsys: pytest.CaptureFixture[str], hq_db: str,
+                                             grant: dict[str, Any], code: str) -> None:
+    refused(*run_cli(capsys, "server", "grant", "--store", "s1", "--db", hq_db,
+                     stdin=json.dumps(grant)), code)
+    assert _events(hq_db) == 0
+    rc, out = run_cli(capsys, "server", "grant", "--store", "s1", "--db", hq_db,
+                      stdin=json.dumps({"CII": 2, "grant_id": "g1"}))
+    assert rc == 0 and out["items"] == 1 and _events(hq_db) == 1
