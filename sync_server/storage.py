@@ -1372,6 +1372,21 @@ def database_error(err: BaseException, url: str | None = None) -> SyncError | No
     return None
 
 
+def _check_conninfo(db: DbUrl) -> None:
+    """A PostgreSQL URL libpq cannot parse (``postgresql://[::1/x``, an unknown ``?option``, a
+    bad %-escape) is BAD_DB_URL, before any connection is tried."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(db.target)
+    except psycopg.ProgrammingError as e:
+        why = re.sub(r'\s+in URI: ".*$', "", str(e).strip().splitlines()[0] if str(e).strip()
+                     else type(e).__name__)  # the URI may hold a password
+        raise BadRequest(f"database URL {db.redacted()} is not a PostgreSQL URL libpq can "
+                         f"read: {why}", code="BAD_DB_URL") from None
+
+
 def open_store(url: str, clock: Clock = utcnow) -> SqlServerStore:
     """The store at ``url``, connected: ``DB_UNAVAILABLE`` when it cannot be reached,
     ``BAD_DB`` when a SQLite URL names a file that is not a database."""
@@ -1381,6 +1396,7 @@ def open_store(url: str, clock: Clock = utcnow) -> SqlServerStore:
             from sync_server.sqlite_store import SqliteServerStore
 
             return SqliteServerStore(db.target, clock=clock)
+        _check_conninfo(db)
         from sync_server.pg_store import PgServerStore
 
         return PgServerStore(db.target, clock=clock)

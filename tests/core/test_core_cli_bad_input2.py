@@ -164,3 +164,17 @@ def test_server_grant_terminals_would_refuse(capsys: pytest.CaptureFixture[str],
     rc, out = run_cli(capsys, "server", "grant", "--store", "s1", "--db", hq_db,
                       stdin=json.dumps({"CII": 2, "grant_id": "g1"}))
     assert rc == 0 and out["items"] == 1 and _events(hq_db) == 1
+
+
+# ---- server database URLs libpq cannot read ---------------------------------------------------
+@pytest.mark.parametrize("url", ["postgresql://[::1/x", "postgresql://u:s3cret@h/d?foo=bar",
+                                 "postgresql://%zz@h/d", "postgres://u:s3cret@[::1/x"])
+@pytest.mark.parametrize("cmd", [["stock", "--store", "s1"], ["migrate"]])
+def test_server_postgresql_url_that_does_not_parse(capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch, url: str,
+                                                   cmd: list[str]) -> None:
+    """These ended in psycopg.ProgrammingError (exit 70); no connection is tried."""
+    monkeypatch.delenv("PHARMOS_DATA_DIR", raising=False)
+    rc, out = run_cli(capsys, "server", *cmd, "--db", url)
+    refused(rc, out, "BAD_DB_URL")
+    assert "s3cret" not in out["error"]["message"]
