@@ -63,11 +63,22 @@ class SigningKey:
         return public_pem(self.public)
 
     def save(self, path: Path) -> None:
-        """Write the private key (mode 0600) and ``<path>.pub`` beside it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        path.write_bytes(self.private_pem())
-        path.with_suffix(path.suffix + ".pub").write_bytes(self.public_pem())
+        """Write the private key (mode 0600) and ``<path>.pub`` beside it. A path that cannot
+        hold them (a folder, a folder that cannot be made) is BAD_OUTPUT_FILE, checked before
+        either file is written."""
+        pub = path.with_name(path.name + ".pub") if path.name else path
+        for target in (path, pub):
+            if not target.name or target.is_dir():
+                raise BadInput(f"cannot write the key to {target}: it is a folder, not a file "
+                               "name", code="BAD_OUTPUT_FILE")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600, exist_ok=True)
+            path.write_bytes(self.private_pem())
+            pub.write_bytes(self.public_pem())
+        except OSError as e:
+            raise BadInput(f"cannot write the key to {path}: {e.strerror or e}",
+                           code="BAD_OUTPUT_FILE") from None
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:

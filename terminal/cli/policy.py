@@ -34,6 +34,9 @@ def _read(path: str) -> bytes:
 
 def _write(path: str, data: bytes) -> None:
     p = Path(path)
+    if not p.name or p.is_dir():  # '' or '.' names no file; with_name would raise
+        raise BadInput(f"cannot write {path!r}: give a file name, not a folder",
+                       code="BAD_OUTPUT_FILE")
     tmp = p.with_name(p.name + ".tmp")
     try:
         tmp.write_bytes(data)
@@ -46,6 +49,9 @@ def _write(path: str, data: bytes) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     key = SigningKey.generate()
     path = Path(args.out)
+    if not path.name or path.is_dir():
+        raise BadInput(f"--out {args.out!r} is a folder; give the private key's file name",
+                       code="BAD_OUTPUT_FILE")
     if path.exists() and not args.force:
         raise BadInput(f"{path} exists; pass --force to replace it", code="KEY_EXISTS")
     key.save(path)

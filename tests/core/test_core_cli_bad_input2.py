@@ -178,3 +178,33 @@ def test_server_postgresql_url_that_does_not_parse(capsys: pytest.CaptureFixture
     rc, out = run_cli(capsys, "server", *cmd, "--db", url)
     refused(rc, out, "BAD_DB_URL")
     assert "s3cret" not in out["error"]["message"]
+
+
+# ---- policy output paths that name no file -----------------------------------------------------
+@pytest.mark.parametrize("out", ["", ".", "DIR"])
+@pytest.mark.parametrize("cmd", [["build", "--version", "v"],
+                                 ["sign", "--key", "KEY", "--in", "BUNDLE"],
+                                 ["endorse", "--key", "KEY", "--new", "PUB"],
+                                 ["keygen", "--force"]])
+def test_policy_output_that_is_no_file_name(capsys: pytest.CaptureFixture[str],
+                                            files: dict[str, Path], cmd: list[str],
+                                            out: str) -> None:
+    """--out '' crashed build/sign/endorse (ValueError from Path.with_name, exit 70), and
+    keygen --force --out DIR crashed with IsADirectoryError."""
+    d = files["tmp"] / "folder"
+    d.mkdir()
+    assert main(["policy", "keygen", "--out", str(files["tmp"] / "new.key")]) == 0
+    subst = {"KEY": str(files["key"]), "BUNDLE": str(files["bundle"]),
+             "PUB": str(files["tmp"] / "new.key.pub"), "DIR": str(d)}
+    refused(*run_cli(capsys, "policy", *[subst.get(a, a) for a in cmd], "--out",
+                     subst.get(out, out)), "BAD_OUTPUT_FILE")
+    assert list(d.iterdir()) == []
+
+
+def test_keygen_whose_public_key_file_is_a_folder(capsys: pytest.CaptureFixture[str],
+                                                  files: dict[str, Path]) -> None:
+    """The private key was written, then the .pub crashed (IsADirectoryError): half a key."""
+    (files["tmp"] / "new.key.pub").mkdir()
+    refused(*run_cli(capsys, "policy", "keygen", "--out", str(files["tmp"] / "new.key")),
+            "BAD_OUTPUT_FILE")
+    assert not (files["tmp"] / "new.key").exists()
