@@ -17,6 +17,10 @@ from terminal import wiring
 from terminal.cli._common import add_data_dir, add_json, emit
 
 
+MAX_LISTEN_SECONDS = 7 * 24 * 3600.0
+MAX_PRINT_WAIT_SECONDS = 3600.0
+
+
 def _open(args: argparse.Namespace) -> Store:
     return Store.open(wiring.resolve_data_dir(args.data_dir))
 
@@ -118,10 +122,22 @@ def cmd_listen_scanner(args: argparse.Namespace) -> int:
     from hardware.scanner import ScannerEvent, SerialScanner
     from hardware.scans import ScanEvent, ScannerStatus
 
+    from hardware import config as hwconfig
+
+    if not 0 < args.timeout <= MAX_LISTEN_SECONDS:  # NaN fails too (it listened forever)
+        raise BadInput(f"--timeout is more than 0 and at most {MAX_LISTEN_SECONDS:g} seconds "
+                       f"(a week), not {args.timeout}", code="BAD_ARGS")
+    if args.count < 1:
+        raise BadInput(f"--count is how many scans to wait for: 1 or more, not {args.count}",
+                       code="BAD_ARGS")
+    gs = _gs_sub(args.gs_substitute)
+    # the port, baud rate and GS substitute as a configured serial scanner must have them
+    hwconfig.scanner_from_json({"kind": "serial", "port": args.port, "baud": args.baud,
+                                "gs_substitute": gs}, "listen-scanner")
     events: queue.Queue[ScannerEvent] = queue.Queue()
     terminators = {"cr": (b"\r", b"\n"), "tab": (b"\t",), "none": ()}[args.suffix]
     scanner = SerialScanner(args.port, baud=args.baud, on_event=events.put,
-                            terminators=terminators, gs_substitute=_gs_sub(args.gs_substitute),
+                            terminators=terminators, gs_substitute=gs,
                             strict_gs=not args.no_gs_check)
     deadline = time.monotonic() + args.timeout
     seen = 0
@@ -197,7 +213,12 @@ def _printer(store: Store, args: argparse.Namespace, *, label: bool = False) -> 
 
 
 def _wait(pcfg: Any, args: argparse.Namespace) -> float:
-    return float(args.timeout) if args.timeout else pcfg.timeout * 6 + 1
+    if args.timeout is None:
+        return float(pcfg.timeout * 6 + 1)
+    if not 0 < args.timeout <= MAX_PRINT_WAIT_SECONDS:  # NaN fails too
+        raise BadInput(f"--timeout is more than 0 and at most {MAX_PRINT_WAIT_SECONDS:g} "
+                       f"seconds, not {args.timeout}", code="BAD_ARGS")
+    return float(args.timeout)
 
 
 def _finish(args: argparse.Namespace, job: Any) -> int:
@@ -217,10 +238,11 @@ def _print_sale(args: argparse.Namespace, *, reprint: bool) -> int:
     from pharmacy import print_queue
 
     with _open(args) as store:
-        job = print_queue.job_for_print(store, args.sale_id, "receipt", reprint=reprint)
         printer, pcfg = _printer(store, args)
         try:
-            job = print_queue.print_now(store, printer, job, timeout=_wait(pcfg, args))
+            wait = _wait(pcfg, args)  # before a job is queued
+            job = print_queue.job_for_print(store, args.sale_id, "receipt", reprint=reprint)
+            job = print_queue.print_now(store, printer, job, timeout=wait)
         finally:
             printer.close(0.5)
     return _finish(args, job)
@@ -247,10 +269,11 @@ def cmd_receipt_label(args: argparse.Namespace) -> int:
             name = vault.get(patient_id, user_id).get("name")
             return None if name is None else str(name)
 
-        job = print_queue.job_for_print(store, args.sale_id, "rx_label", line_no=args.line)
         printer, pcfg = _printer(store, args, label=True)
         try:
-            job = print_queue.print_now(store, printer, job, timeout=_wait(pcfg, args),
+            wait = _wait(pcfg, args)  # before a job is queued
+            job = print_queue.job_for_print(store, args.sale_id, "rx_label", line_no=args.line)
+            job = print_queue.print_now(store, printer, job, timeout=wait,
                                         patient_name=patient_name)
         finally:
             printer.close(0.5)
@@ -289,7 +312,8 @@ def cmd_receipt_retry(args: argparse.Namespace) -> int:
     with _open(args) as store:
         printer, pcfg = _printer(store, args)
         try:
-            tried = print_queue.retry_pending(store, printer, timeout=_wait(pcfg, args))
+            wait = _wait(pcfg, args)
+            tried = print_queue.retry_pending(store, printer, timeout=wait)
         finally:
             printer.close(0.5)
         left = print_queue.pending(store.conn)

@@ -208,3 +208,45 @@ def test_keygen_whose_public_key_file_is_a_folder(capsys: pytest.CaptureFixture[
     refused(*run_cli(capsys, "policy", "keygen", "--out", str(files["tmp"] / "new.key")),
             "BAD_OUTPUT_FILE")
     assert not (files["tmp"] / "new.key").exists()
+
+
+# ---- hardware: timeouts that are not a number of seconds, scanner settings -------------------
+def _sale(store: Store) -> str:
+    from pharmacy.compliance import InterimGate
+    from pharmacy.sales import Dispenser
+
+    return Dispenser(store, InterimGate()).sell(
+        {"lines": [{"ndc": "0904-6728-60", "qty": 1}],
+         "user": {"id": "u-cashier", "role": "cashier"}}).sale_id
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-1", "0", "1e308", "inf"])
+@pytest.mark.parametrize("cmd", [["print", "SALE"], ["reprint", "SALE"],
+                                 ["label", "SALE", "--line", "1"], ["retry"]])
+def test_receipt_timeout_that_is_not_seconds(capsys: pytest.CaptureFixture[str],
+                                             stocked: Store, term_dir: Path, cmd: list[str],
+                                             timeout: str) -> None:
+    """1e308 crashed (OverflowError in the wait, exit 70); NaN, 0 and negatives queued the job
+    and failed it as PRINTER_TIMEOUT (exit 4), as if the printer were at fault."""
+    sale_id = _sale(stocked)
+    argv = [sale_id if a == "SALE" else a for a in cmd]
+    refused(*run_cli(capsys, "receipt", *argv, "--data-dir", str(term_dir), "--printer",
+                     "dummy://x", "--timeout", timeout), "BAD_ARGS")
+    with Store.open(term_dir) as store:
+        assert store.conn.execute("SELECT COUNT(*) FROM print_jobs").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("extra, code", [
+    (["--timeout", "nan"], "BAD_ARGS"),  # listened forever at full CPU on a port that opens
+    (["--timeout", "inf"], "BAD_ARGS"),
+    (["--timeout", "-1"], "BAD_ARGS"),
+    (["--count", "0"], "BAD_ARGS"),
+    (["--baud", "0"], "BAD_HARDWARE_CONFIG"),  # was DEVICE_NOT_FOUND (exit 4)
+    (["--baud", "123"], "BAD_HARDWARE_CONFIG"),
+    (["--gs-substitute", "ab"], "BAD_HARDWARE_CONFIG"),
+])
+def test_listen_scanner_options(capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch, extra: list[str],
+                                code: str) -> None:
+    monkeypatch.delenv("PHARMOS_DATA_DIR", raising=False)
+    refused(*run_cli(capsys, "hw", "listen-scanner", "--port", "loop://", *extra), code)
