@@ -221,14 +221,14 @@ def _wait(pcfg: Any, args: argparse.Namespace) -> float:
     return float(args.timeout)
 
 
-def _finish(args: argparse.Namespace, job: Any) -> int:
+def _finish(args: argparse.Namespace, job: Any, **details: Any) -> int:
     from hardware.errors import HardwareError
 
     if job.status != "done":
         raise HardwareError(
             f"{job.error_message or 'printing failed'} (job {job.job_id}: 'pharmos receipt "
             "retry' prints it)", code=job.error_code or "PRINT_FAILED", job_id=job.job_id,
-            sale_id=job.sale_id)
+            sale_id=job.sale_id, **details)
     emit(args, job.to_json(), f"printed {job.kind} for sale {job.sale_id}"
          + (" (reprint)" if job.reprint else ""))
     return 0
@@ -317,11 +317,13 @@ def cmd_receipt_retry(args: argparse.Namespace) -> int:
         finally:
             printer.close(0.5)
         left = print_queue.pending(store.conn)
-    emit(args, {"tried": [j.to_json() for j in tried], "pending": len(left)},
-         f"printed {sum(j.status == 'done' for j in tried)} of {len(tried)}; "
-         f"{len(left)} still waiting")
-    if tried and tried[-1].status != "done":
-        return _finish(args, tried[-1])
+    printed = sum(j.status == "done" for j in tried)
+    failed = bool(tried) and tried[-1].status != "done"
+    if not (failed and args.json):  # --json prints one document: the summary or the error
+        emit(args, {"tried": [j.to_json() for j in tried], "pending": len(left)},
+             f"printed {printed} of {len(tried)}; {len(left)} still waiting")
+    if failed:
+        return _finish(args, tried[-1], printed=printed, pending=len(left))
     return 0
 
 

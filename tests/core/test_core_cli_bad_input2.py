@@ -250,3 +250,20 @@ def test_listen_scanner_options(capsys: pytest.CaptureFixture[str],
                                 code: str) -> None:
     monkeypatch.delenv("PHARMOS_DATA_DIR", raising=False)
     refused(*run_cli(capsys, "hw", "listen-scanner", "--port", "loop://", *extra), code)
+
+
+def test_receipt_retry_json_is_one_document_when_the_printer_is_down(
+        capsys: pytest.CaptureFixture[str], stocked: Store, term_dir: Path) -> None:
+    """It printed the summary and then the error: two JSON documents, which no caller parses."""
+    import socket
+
+    from pharmacy import print_queue
+
+    print_queue.enqueue(stocked, _sale(stocked), "receipt")
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc, out = run_cli(capsys, "receipt", "retry", "--data-dir", str(term_dir), "--printer",
+                      f"tcp://127.0.0.1:{port}", "--timeout", "2")
+    assert rc == 4 and out["error"]["code"] == "PRINTER_OFFLINE", out
+    assert out["error"]["details"]["printed"] == 0 and out["error"]["details"]["pending"] == 1
