@@ -230,7 +230,10 @@ def sign_bundle(bundle_bytes: bytes, signing_key: SigningKey) -> bytes:
     files = _files(doc)
     manifest = _manifest(doc)
     _check_hashes(manifest, files)
-    _validate(files)
+    _, policy_count, data = _validate(files)
+    meta = _meta(manifest, bytes(bundle_bytes), policy_count, data)  # what terminals check
+    if meta.offline_until <= meta.issued_at:
+        raise BundleMalformed("the bundle's offline_until is not after its issued_at")
     manifest = {**manifest, "key_id": signing_key.key_id}
     sig = signing_key.sign(canonical_json(manifest).encode("utf-8"))
     out = {"format": FORMAT, "format_version": FORMAT_VERSION, "manifest": manifest,
@@ -296,7 +299,13 @@ def _check_hashes(manifest: dict[str, Any], files: dict[str, str]) -> None:
                                  "bundle was altered or corrupted", file=name)
 
 
-def _meta(manifest: dict[str, Any], raw: bytes, policy_count: int) -> BundleMeta:
+def _meta(manifest: dict[str, Any], raw: bytes, policy_count: int,
+          data: BundleData | None = None) -> BundleMeta:
+    """The manifest's fields, each checked (``data``: the jurisdictions must be ones it
+    defines)."""
+    version = manifest["bundle_version"]
+    if not isinstance(version, str) or not version.strip():
+        raise BundleMalformed(f"the bundle's version {version!r:.40} is not a version name")
     try:
         issued = parse_iso(str(manifest["issued_at"]))
         until = parse_iso(str(manifest["offline_until"]))
@@ -304,10 +313,17 @@ def _meta(manifest: dict[str, Any], raw: bytes, policy_count: int) -> BundleMeta
         raise BundleMalformed("the bundle's issued_at / offline_until are not ISO times"
                               ) from None
     js = manifest["jurisdictions"]
-    if not isinstance(js, list) or not all(isinstance(j, str) for j in js):
+    if not isinstance(js, list) or not js or not all(isinstance(j, str) for j in js):
         raise BundleMalformed("the bundle's jurisdictions must be a list of codes")
-    return BundleMeta(str(manifest["bundle_version"]), FORMAT_VERSION, tuple(js), issued, until,
-                      manifest.get("key_id"), policy_count, hashlib.sha256(raw).hexdigest())
+    if data is not None:
+        unknown = sorted(set(js) - set(data.jurisdictions))
+        if unknown:
+            raise BundleMalformed(f"the bundle names jurisdictions its data does not define: "
+                                  f"{', '.join(unknown)}")
+    kid = manifest.get("key_id")
+    return BundleMeta(version, FORMAT_VERSION, tuple(js), issued, until,
+                      kid if isinstance(kid, str) else None, policy_count,
+                      hashlib.sha256(raw).hexdigest())
 
 
 def verify_bundle(raw: bytes, trust: TrustStore, *, now: datetime | None = None
@@ -329,7 +345,7 @@ def verify_bundle(raw: bytes, trust: TrustStore, *, now: datetime | None = None
     files = _files(doc)
     _check_hashes(manifest, files)
     policy_text, policy_count, data = _validate(files)
-    meta = _meta(manifest, bytes(raw), policy_count)
+    meta = _meta(manifest, bytes(raw), policy_count, data)
     if now is not None and now > meta.offline_until:
         raise BundleExpired(f"bundle {meta.bundle_version} expired at {iso(meta.offline_until)}"
                             "; ask head office for a current bundle",

@@ -267,3 +267,46 @@ def test_receipt_retry_json_is_one_document_when_the_printer_is_down(
                       f"tcp://127.0.0.1:{port}", "--timeout", "2")
     assert rc == 4 and out["error"]["code"] == "PRINTER_OFFLINE", out
     assert out["error"]["details"]["printed"] == 0 and out["error"]["details"]["pending"] == 1
+
+
+# ---- policy bundles whose manifest terminals cannot use ---------------------------------------
+BAD_MANIFESTS = [("bundle_version", None), ("bundle_version", ""), ("bundle_version", {"a": 1}),
+                 ("jurisdictions", ["ZZ"]), ("jurisdictions", []), ("jurisdictions", "US"),
+                 ("issued_at", 5), ("offline_until", "garbage"),
+                 ("offline_until", "2000-01-01T00:00:00Z")]  # before issued_at
+
+
+@pytest.mark.parametrize("field, value", BAD_MANIFESTS)
+def test_policy_sign_refuses_a_manifest_terminals_cannot_use(
+        capsys: pytest.CaptureFixture[str], files: dict[str, Path], field: str,
+        value: Any) -> None:
+    """A hand-edited manifest was signed as it stood; terminals then refused it, or installed
+    a bundle named 'None' for jurisdiction 'ZZ'."""
+    doc = json.loads(files["bundle"].read_text())
+    doc["manifest"][field] = value
+    edited = files["tmp"] / "edited.json"
+    edited.write_text(json.dumps(doc))
+    out = files["tmp"] / "signed.json"
+    refused(*run_cli(capsys, "policy", "sign", "--key", str(files["key"]), "--in", str(edited),
+                     "--out", str(out)), "BUNDLE_MALFORMED", 3)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("field, value", BAD_MANIFESTS[:4])
+def test_policy_install_refuses_a_signed_manifest_it_cannot_use(
+        capsys: pytest.CaptureFixture[str], files: dict[str, Path], term_dir: Path,
+        field: str, value: Any) -> None:
+    from pharmacy.canonical import canonical_json
+    from pharmacy.signing import SigningKey
+
+    key = SigningKey.load(files["key"])
+    assert main(["policy", "trust", "--data-dir", str(term_dir), str(files["key"]) + ".pub"]) == 0
+    doc = json.loads(files["bundle"].read_text())
+    doc["manifest"] = {**doc["manifest"], field: value, "key_id": key.key_id}
+    doc["signature"] = {"alg": "ed25519", "key_id": key.key_id,
+                        "sig": key.sign(canonical_json(doc["manifest"]).encode("utf-8"))}
+    signed = files["tmp"] / "signed.json"
+    signed.write_text(json.dumps(doc))
+    refused(*run_cli(capsys, "policy", "install", "--data-dir", str(term_dir), str(signed)),
+            "BUNDLE_MALFORMED", 3)
+    assert run_cli(capsys, "policy", "show", "--data-dir", str(term_dir))[1]["active"] is None
