@@ -5,7 +5,7 @@ the offline_usage table, which an offline sale fills in its own transaction
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from pharmacy.clock import iso, parse_iso
@@ -80,8 +80,8 @@ def grant_allowances(store: Store, grant: dict[str, Any]) -> None:
     bg = gate_for_store(store).bundle_gate
     now = store.clock()
     cap = bg.meta.offline_until if bg is not None else None
-    until = checked["valid_until"] or cap
-    if cap is not None and until > cap:
+    until: datetime | None = checked["valid_until"] or cap
+    if until is not None and cap is not None and until > cap:
         until = cap
     if until is None:
         raise PolicyInputError("no policy bundle is installed, so the grant needs valid_until",

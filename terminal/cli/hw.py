@@ -16,7 +16,6 @@ from pharmacy.store import Store
 from terminal import wiring
 from terminal.cli._common import add_data_dir, add_json, emit
 
-
 MAX_LISTEN_SECONDS = 7 * 24 * 3600.0
 MAX_PRINT_WAIT_SECONDS = 3600.0
 
@@ -118,11 +117,10 @@ def cmd_test_print(args: argparse.Namespace) -> int:
 
 # ---- hw listen-scanner ----------------------------------------------------------------------
 def cmd_listen_scanner(args: argparse.Namespace) -> int:
+    from hardware import config as hwconfig
     from hardware.errors import DeviceNotFound
     from hardware.scanner import ScannerEvent, SerialScanner
     from hardware.scans import ScanEvent, ScannerStatus
-
-    from hardware import config as hwconfig
 
     if not 0 < args.timeout <= MAX_LISTEN_SECONDS:  # NaN fails too (it listened forever)
         raise BadInput(f"--timeout is more than 0 and at most {MAX_LISTEN_SECONDS:g} seconds "

@@ -107,6 +107,7 @@ def test_server_json_files_nested_too_deeply(capsys: pytest.CaptureFixture[str],
     refused(*run_cli(capsys, "server", *argv, "--db", hq_db), "BAD_JSON")
     assert _events(hq_db) == 0
     rc, out = run_cli(capsys, "server", "stock", "--store", "s2", "--db", hq_db)
+    assert rc == 1
     assert out["error"]["code"] == "UNKNOWN_STORE"  # create-store wrote nothing
 
 
