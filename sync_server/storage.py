@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from importlib import resources
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ from pharmacy.inventory import (
 )
 from pharmacy.money import fmt, to_cents
 from pharmacy.replication import HQ_PREFIX
+from pharmacy.sales import JURISDICTIONS
 from sync_server.errors import (
     BadRequest,
     Conflict,
@@ -415,6 +417,9 @@ class SqlServerStore(ABC):
                      opening: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
         check_name("tenant", tenant_id)
         check_name("store", store_id)
+        if jurisdiction is not None and jurisdiction not in JURISDICTIONS:
+            raise BadRequest(f"jurisdiction {jurisdiction!r} is not one of "
+                             f"{', '.join(JURISDICTIONS)}", code="BAD_JURISDICTION")
         now = iso(self.clock())
         by_ndc: dict[str, Product] = {p.ndc: p for p in products}
         hq = f"{HQ_PREFIX}{tenant_id}:{store_id}"
@@ -1387,13 +1392,19 @@ def _check_conninfo(db: DbUrl) -> None:
                          f"read: {why}", code="BAD_DB_URL") from None
 
 
-def open_store(url: str, clock: Clock = utcnow) -> SqlServerStore:
+def open_store(url: str, clock: Clock = utcnow, *, create: bool = True) -> SqlServerStore:
     """The store at ``url``, connected: ``DB_UNAVAILABLE`` when it cannot be reached,
-    ``BAD_DB`` when a SQLite URL names a file that is not a database."""
+    ``BAD_DB`` when a SQLite URL names a file that is not a database, ``NO_DATABASE`` when
+    ``create`` is false and a SQLite URL names no file (nothing is created)."""
     db = parse_db_url(url)
     try:
         if db.kind == "sqlite":
             from sync_server.sqlite_store import SqliteServerStore
+
+            if not create and not Path(db.target).is_file():
+                raise BadRequest(f"there is no head-office database at {db.target}: create "
+                                 f"it with 'pharmos server migrate --db {db.redacted()}'",
+                                 code="NO_DATABASE")
 
             return SqliteServerStore(db.target, clock=clock)
         _check_conninfo(db)

@@ -44,7 +44,7 @@ def _server_store(args: argparse.Namespace) -> Iterator[Any]:
     from sync_server.storage import database_error, open_store
 
     url = _need_db(args)
-    store = open_store(url)
+    store = open_store(url, create=False)  # only 'server migrate' (or serving) creates it
     try:
         store.check_schema()
         yield store

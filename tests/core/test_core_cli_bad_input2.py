@@ -311,3 +311,47 @@ def test_policy_install_refuses_a_signed_manifest_it_cannot_use(
     refused(*run_cli(capsys, "policy", "install", "--data-dir", str(term_dir), str(signed)),
             "BUNDLE_MALFORMED", 3)
     assert run_cli(capsys, "policy", "show", "--data-dir", str(term_dir))[1]["active"] is None
+
+
+@pytest.mark.parametrize("argv", [
+    ("stock", "--json", "--bogus"),
+    ("nosuchcommand", "--json"),
+    ("receive", "--json", "a", "b"),
+    ("lot", "quarantine", "--json"),
+    ("report", "day", "--json", "--date"),
+])
+def test_a_command_line_argparse_cannot_read_is_bad_input(
+        capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+    # argparse's own exit code is 2, the code of a refusal by a domain rule: never here
+    rc, out = run_cli(capsys, *argv)
+    assert rc == 1 and out["error"]["code"] == "BAD_ARGS"
+
+
+def test_help_still_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["stock", "--help"])
+    assert e.value.code == 0
+    assert "--ndc" in capsys.readouterr().out
+
+
+def test_server_store_jurisdiction_is_one_terminals_know(capsys: pytest.CaptureFixture[str],
+                                                        hq_db: str) -> None:
+    refused(*run_cli(capsys, "server", "admin", "--db", hq_db, "create-store", "--tenant", "t",
+                     "--store", "s-zz", "--jurisdiction", "ZZ"), "BAD_JURISDICTION")
+    refused(*run_cli(capsys, "server", "admin", "--db", hq_db, "enroll-code", "--tenant", "t",
+                     "--store", "s-zz"), "UNKNOWN_STORE")
+    rc, out = run_cli(capsys, "server", "admin", "--db", hq_db, "create-store", "--tenant", "t",
+                      "--store", "s-tx", "--jurisdiction", "US-TX")
+    assert rc == 0 and "error" not in out
+
+
+def test_server_reads_never_create_a_database(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "ho.db"
+    for argv in (("stock", "--store", "s"), ("terminals", "--store", "s"),
+                 ("report", "--store", "s", "--from", "2026-11-01")):
+        refused(*run_cli(capsys, "server", argv[0], "--db", f"sqlite:///{missing}",
+                         *argv[1:]), "NO_DATABASE")
+    assert not (tmp_path / "nowhere").exists()
+    rc, _ = run_cli(capsys, "server", "migrate", "--db", f"sqlite:///{missing}")
+    assert rc == 0 and missing.is_file()
