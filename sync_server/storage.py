@@ -134,6 +134,7 @@ class ServerStore(Protocol):
     def publish(self, tenant_id: str, store_id: str | None, kind: str,
                 bodies: Sequence[Mapping[str, Any]], blob: bytes | None = None
                 ) -> dict[str, Any]: ...
+    def check_bundle(self, tenant_id: str, blob: bytes) -> None: ...
     def stock(self, tenant_id: str, store_id: str, today: date) -> list[dict[str, Any]]: ...
     def store_events(self, tenant_id: str, store_id: str,
                      kinds: Sequence[str] | None = None) -> list[dict[str, Any]]: ...
@@ -1075,6 +1076,30 @@ class SqlServerStore(ABC):
         return bytes(row[0])
 
     # ---- publishing ---------------------------------------------------------------------------
+    def check_bundle(self, tenant_id: str, blob: bytes) -> None:
+        """Check a policy bundle as a terminal will before publishing it (signed by a key the
+        chain trusts, intact, valid policies, not expired), so head office never reports
+        published a bundle every terminal would refuse. (``publish`` itself stores what it is
+        given: terminals check again, whatever the server sends.)"""
+        from pharmacy.errors import PharmosError
+        from pharmacy.signing import TrustStore
+        from policy_cache.bundle import verify_bundle
+
+        with self._tx(False) as tx:
+            row = tx.one("SELECT trusted_keys FROM tenants WHERE tenant_id = ?", (tenant_id,))
+        if row is None:
+            raise NotFoundError(f"no tenant {tenant_id!r}", code="UNKNOWN_TENANT")
+        pems = [str(p).encode() for p in json.loads(row[0])]
+        if not pems:
+            raise BadRequest(f"tenant {tenant_id} trusts no signing key yet: 'pharmos server "
+                             "admin trust-key' first, or terminals could never install the "
+                             "bundle", code="NO_TRUSTED_KEY")
+        try:
+            verify_bundle(blob, TrustStore.from_pems(pems), now=self.clock())
+        except PharmosError as e:
+            raise BadRequest(f"terminals would refuse this bundle: {e.message}",
+                             code=e.code) from None
+
     def publish(self, tenant_id: str, store_id: str | None, kind: str,
                 bodies: Sequence[Mapping[str, Any]], blob: bytes | None = None
                 ) -> dict[str, Any]:

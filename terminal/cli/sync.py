@@ -241,9 +241,11 @@ def _publish_targets(store: Any, args: argparse.Namespace) -> tuple[str, str | N
 
 
 def _publish(args: argparse.Namespace, kind: str, bodies: list[dict[str, Any]],
-             blob: bytes | None = None) -> int:
+             blob: bytes | None = None, check: Any = None) -> int:
     with _server_store(args) as store:
         tenant, sid = _publish_targets(store, args)
+        if check is not None:
+            check(store, tenant)
         out = store.publish(tenant, sid, kind, bodies, blob)
     emit(args, out, f"published {out['items']} {kind} to {', '.join(out['stores']) or 'none'}")
     return 0
@@ -267,7 +269,8 @@ def cmd_server_user(args: argparse.Namespace) -> int:
 
 def cmd_publish_bundle(args: argparse.Namespace) -> int:
     data = _read_bytes(args.file)
-    return _publish(args, "policy_bundle", [{"name": Path(args.file).name}], data)
+    return _publish(args, "policy_bundle", [{"name": Path(args.file).name}], data,
+                    check=lambda store, tenant: store.check_bundle(tenant, data))
 
 
 def cmd_publish_model(args: argparse.Namespace) -> int:

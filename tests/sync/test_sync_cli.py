@@ -81,7 +81,20 @@ def test_server_admin_and_terminal_commands(srv: ServerProcess, tmp_path: Path,
     assert run(capsys, "server", "publish-catalog", "--db", db, "--tenant", "acme",
                str(cheaper), "--json")["stores"] == ["cli-1"]
     bundle = tmp_path / "bundle.bin"
-    bundle.write_bytes(b"not really signed")
+    bundle.write_bytes(b"not really signed")  # every terminal would refuse it: so does HQ
+    err = run(capsys, "server", "publish-bundle", "--db", db, "--store", "cli-1", str(bundle),
+              "--json", code=1)
+    assert err["error"]["code"] == "BUNDLE_MALFORMED"
+    assert "terminals would refuse" in err["error"]["message"]
+    from policy_cache.demo import build_demo_bundle
+
+    signed, _ = build_demo_bundle(key=key)
+    other, _ = build_demo_bundle(key=SigningKey.generate())
+    bundle.write_bytes(other)
+    err = run(capsys, "server", "publish-bundle", "--db", db, "--store", "cli-1", str(bundle),
+              "--json", code=1)
+    assert err["error"]["code"] == "UNKNOWN_SIGNING_KEY"
+    bundle.write_bytes(signed)
     pub = run(capsys, "server", "publish-bundle", "--db", db, "--store", "cli-1", str(bundle),
               "--json")
     assert len(pub["sha256"]) == 64
@@ -136,6 +149,9 @@ def test_cli_errors_are_codes_not_tracebacks(tmp_path: Path,
     err = run(capsys, "server", "stock", "--store", "x", "--json", code=1)
     assert err["error"]["code"] == "BAD_ARGS"
     db = f"sqlite:///{tmp_path / 'fresh.db'}"
+    err = run(capsys, "server", "stock", "--db", db, "--store", "x", "--json", code=1)
+    assert err["error"]["code"] == "NO_DATABASE"
+    (tmp_path / "fresh.db").touch()  # a file that holds no head-office schema
     err = run(capsys, "server", "stock", "--db", db, "--store", "x", "--json", code=1)
     assert err["error"]["code"] == "SCHEMA_MISMATCH"
     run(capsys, "server", "migrate", "--db", db, "--json")
