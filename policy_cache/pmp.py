@@ -80,15 +80,46 @@ def _closed(segs: list[str], pha: int, control_number: str, element: str,
     return "".join(s + terminator for s in segs)
 
 
+def npi_ok(npi: str) -> bool:
+    """An NPI is 10 digits whose last is the Luhn check digit of 80840 and the first nine
+    (CMS, NPI check digit)."""
+    if not re.fullmatch(r"[0-9]{10}", npi):
+        return False
+    total = 0
+    for i, ch in enumerate(reversed("80840" + npi[:9])):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return (10 - total % 10) % 10 == int(npi[9])
+
+
+def check_pharmacy_ids(pharmacy: dict[str, str]) -> tuple[str, str, str]:
+    """The pharmacy's NPI, NCPDP and DEA numbers for the PHA segment: at least one, each
+    well formed (a state's PMP rejects a file whose pharmacy it cannot identify)."""
+    from pharmacy.rx import dea_checksum_ok
+
+    npi, ncpdp, dea = (str(pharmacy.get(k) or "").strip() for k in ("npi", "ncpdp", "dea"))
+    if not (npi or ncpdp or dea):
+        raise AsapInvalid("PHA needs the pharmacy's NPI, NCPDP or DEA number; set "
+                          "pharmacy.npi, pharmacy.ncpdp or pharmacy.dea", code="ASAP_PHA_ID")
+    if npi and not npi_ok(npi):
+        raise AsapInvalid(f"pharmacy NPI {npi[:20]!r} is not 10 digits with a valid check "
+                          "digit", code="ASAP_PHA_ID", field="npi")
+    if ncpdp and not re.fullmatch(r"[0-9]{7}", ncpdp):
+        raise AsapInvalid(f"pharmacy NCPDP number {ncpdp[:20]!r} is not 7 digits",
+                          code="ASAP_PHA_ID", field="ncpdp")
+    if dea and not dea_checksum_ok(dea):
+        raise AsapInvalid(f"pharmacy DEA number {dea[:20]!r} is not 2 letters and 7 digits "
+                          "with a valid check digit", code="ASAP_PHA_ID", field="dea")
+    return npi, ncpdp, dea.upper()
+
+
 def zero_report(*, control_number: str, created: datetime, period_start: date, period_end: date,
                 pharmacy: dict[str, str], version: str = "4.2A", element: str = "*",
                 terminator: str = "~") -> str:
     """Rule 38: the report for a period with no controlled substances dispensed
     (PAT07 = "Report", PAT08 = "Zero", DSP05 = report date; IS03 = period)."""
     e = element
-    ident = pharmacy.get("npi", ""), pharmacy.get("ncpdp", ""), pharmacy.get("dea", "")
-    if not any(ident):
-        raise AsapInvalid("PHA needs an NPI, NCPDP or DEA number", code="ASAP_PHA_ID")
+    ident = check_pharmacy_ids(pharmacy)
     period = f"#{period_start:%Y%m%d}#-#{period_end:%Y%m%d}#"
     segs = [
         _header(e, version, control_number, created, "P"),
@@ -315,10 +346,7 @@ def dispense_report(items: Sequence[Dispensing], *, control_number: str, created
                     production: bool = True) -> str:
     """An ASAP 4.x file reporting ``items`` (one PAT per patient, a DSP and its PRE per
     dispensing); with no items, the zero report for the period."""
-    ident = pharmacy.get("npi", ""), pharmacy.get("ncpdp", ""), pharmacy.get("dea", "")
-    if not any(ident):
-        raise AsapInvalid("PHA needs the pharmacy's NPI, NCPDP or DEA number; set "
-                          "pharmacy.npi, pharmacy.ncpdp or pharmacy.dea", code="ASAP_PHA_ID")
+    ident = check_pharmacy_ids(pharmacy)
     if not items:
         return zero_report(control_number=control_number, created=created,
                            period_start=period_start, period_end=period_end,

@@ -450,3 +450,20 @@ def test_pmp_schedule_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert cli_main(["pmp", "schedule", "--data-dir", d, "--off", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"outbox": None, "user": None}
     assert integrations.pmp_nightly(d) == []
+
+
+def test_pharmacy_identifiers_are_checked_before_a_file_is_written() -> None:
+    from datetime import date as _date
+
+    from policy_cache.pmp import AsapInvalid, npi_ok, zero_report
+
+    assert npi_ok("1234567893") and not npi_ok("1234567890") and not npi_ok("123456789")
+    kw: dict[str, Any] = {"control_number": "1", "created": datetime(2026, 11, 2, tzinfo=UTC),
+                          "period_start": _date(2026, 11, 1), "period_end": _date(2026, 11, 1)}
+    assert "FP1234563" in zero_report(pharmacy={"dea": "fp1234563"}, **kw)
+    for bad in ({"npi": "1234567890"}, {"npi": "x" * 1000}, {"ncpdp": "12345"},
+                {"dea": "bad*"}, {"dea": "FP1234564"}, {}):
+        with pytest.raises(AsapInvalid) as e:
+            zero_report(pharmacy=bad, **kw)
+        assert e.value.code == "ASAP_PHA_ID"
+        assert len(e.value.message) < 200
