@@ -179,6 +179,10 @@ def scanner_from_json(d: Any, where: str = "scanners[0]") -> ScannerConfig:
         raise _bad(f"{where}.port", "a serial scanner needs its port, e.g. /dev/ttyACM0 or COM4")
     if cfg.port is not None:
         _typed(f"{where}.port", cfg.port, (str,), "a port name")
+        if not cfg.port.strip() or len(cfg.port) > 200 or any(
+                ord(ch) < 32 or ord(ch) == 127 for ch in cfg.port):
+            raise _bad(f"{where}.port", "a port name is 1-200 characters without control "
+                       "characters, e.g. /dev/ttyACM0 or COM4")
     if cfg.baud not in SCANNER_BAUDS or isinstance(cfg.baud, bool):
         raise _bad(f"{where}.baud", f"baud rate {cfg.baud!r} is not one of {SCANNER_BAUDS}")
     for name in ("prefix", "suffix"):

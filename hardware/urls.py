@@ -60,6 +60,8 @@ def _int(url: str, text: str, base: int, what: str) -> int:
 
 def parse_printer_url(url: str) -> PrinterUrl:
     text = url.strip()
+    if len(text) > 300 or any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise _bad(url[:60], "it is longer than 300 characters or holds control characters")
     if "://" not in text:
         raise _bad(url, "it has no scheme (tcp://, serial://, usb://, file:// or dummy://)")
     try:
@@ -90,6 +92,10 @@ def parse_printer_url(url: str) -> PrinterUrl:
             raise _bad(url, "the port is not a number from 1 to 65535") from None
         if not host:
             raise _bad(url, "it names no host")
+        if port == 0:
+            raise _bad(url, "the port is not a number from 1 to 65535")
+        if len(host) > 253:
+            raise _bad(url, "the host name is longer than 253 characters")
         return PrinterUrl("tcp", text, host=host, port=port or 9100, timeout=timeout)
     if scheme == "serial":
         path = parts.path or parts.netloc
@@ -111,10 +117,13 @@ def parse_printer_url(url: str) -> PrinterUrl:
         vid, pid = (_int(url, i, 16, "USB id") for i in ids)
         if not (0 < vid <= 0xFFFF and 0 <= pid <= 0xFFFF):
             raise _bad(url, "USB ids are 4 hex digits each")
-        return PrinterUrl("usb", text, vendor_id=vid, product_id=pid,
-                          in_ep=_int(url, query.get("in_ep", "0x82"), 0, "endpoint"),
-                          out_ep=_int(url, query.get("out_ep", "0x01"), 0, "endpoint"),
-                          timeout=timeout)
+        in_ep = _int(url, query.get("in_ep", "0x82"), 0, "endpoint")
+        out_ep = _int(url, query.get("out_ep", "0x01"), 0, "endpoint")
+        # USB endpoint addresses: 1-15, IN ones with bit 7 set
+        if not (0x81 <= in_ep <= 0x8F and 0x01 <= out_ep <= 0x0F):
+            raise _bad(url, "USB endpoints are in_ep 0x81-0x8f and out_ep 0x01-0x0f")
+        return PrinterUrl("usb", text, vendor_id=vid, product_id=pid, in_ep=in_ep,
+                          out_ep=out_ep, timeout=timeout)
     if scheme == "file":
         path = parts.path
         if parts.netloc and parts.netloc != "localhost":

@@ -337,3 +337,25 @@ def test_submit_after_stop_fails_at_once() -> None:
     w = PrintWorker(RecordingBackend()).start()
     assert w.stop()
     assert fail(w.submit(RECEIPT), 0.5).code == "PRINTER_CLOSED"
+
+
+@pytest.mark.parametrize("url", ["tcp://printer:0", "tcp://" + "h" * 300 + ":9100",
+                                 "tcp://10.0.0.5:9100\x00", "file:///dev/usb/\nlp0",
+                                 "usb://04b8:0202?in_ep=0x01", "usb://04b8:0202?out_ep=0x81",
+                                 "usb://04b8:0202?in_ep=0x90"])
+def test_printer_urls_that_could_never_print(url: str) -> None:
+    from hardware.errors import BadDeviceUrl
+
+    with pytest.raises(BadDeviceUrl) as e:
+        parse_printer_url(url)
+    assert e.value.code == "BAD_PRINTER_URL" and len(e.value.message) < 400
+
+
+def test_scanner_port_names() -> None:
+    from hardware.config import scanner_from_json
+    from hardware.errors import BadHardwareConfig
+
+    assert scanner_from_json({"kind": "serial", "port": "/dev/ttyACM0"}).port == "/dev/ttyACM0"
+    for port in ("/dev/ttyACM0\x00", " ", "x" * 201):
+        with pytest.raises(BadHardwareConfig):
+            scanner_from_json({"kind": "serial", "port": port})
