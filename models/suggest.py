@@ -80,6 +80,17 @@ def weekly_history(store: Store, ndcs: list[str] | None = None,
         i = index.get(ndc)
         if i is not None and wk is not None and 0 <= int(wk) < weeks:
             weekly[i, int(wk)] += float(qty)
+    # units a refund put back on the shelf were not sold either (in the week of their sale)
+    back = c.execute(
+        "SELECT json_extract(l.value, '$.ndc'), CAST((julianday(date(s.created_at, ?)) - "
+        "julianday(?)) / 7 AS INTEGER), SUM(json_extract(a.value, '$[3]')) FROM refunds r "
+        "JOIN sales s ON s.sale_id = r.sale_id, json_each(r.lines) l, "
+        "json_each(l.value, '$.restocked') a WHERE s.created_at >= ? GROUP BY 1, 2",
+        (shift, first_monday.isoformat(), lo))
+    for ndc, wk, qty in back:
+        i = index.get(ndc)
+        if i is not None and wk is not None and 0 <= int(wk) < weeks:
+            weekly[i, int(wk)] = max(0.0, weekly[i, int(wk)] - float(qty or 0))
     # Weeks before a product was first received or sold are unknown, not zero.
     starts: dict[str, str] = {}
     for ndc, first in c.execute("SELECT ndc, MIN(received_at) FROM batches GROUP BY ndc"):

@@ -30,3 +30,20 @@ def test_weeks_follow_the_store_time_zone(stocked: Store) -> None:
     assert np.isnan(row[:-2]).all()               # before the first sale: unknown
     # amoxicillin was received (this week) but never sold: all unknown
     assert np.isnan(h.weekly[1]).all()
+
+
+def test_units_a_refund_put_back_are_not_demand(stocked: Store) -> None:
+    from pharmacy import checkout, refunds
+
+    disp = Dispenser(stocked, AllowAll())
+    paid = checkout.checkout(disp, {"lines": [{"ndc": IBU, "qty": 5}],
+                                    "at": "2026-10-27T15:00:00+00:00",
+                                    "user": {"id": "u1", "role": "manager"}},
+                             lambda total: checkout.tender_for("cash", total))
+    before = weekly_history(stocked, [IBU]).weekly[0][-1]
+    manager = {"id": "u1", "role": "manager"}
+    refunds.refund(stocked, manager, paid.sale.sale_id, method="cash", reason="sealed",
+                   lines=[{"line_no": 1, "qty": 2, "restock": True}])
+    refunds.refund(stocked, manager, paid.sale.sale_id, method="cash", reason="opened",
+                   lines=[{"line_no": 1, "qty": 1}])  # money back, the pack was used
+    assert before == 5 and weekly_history(stocked, [IBU]).weekly[0][-1] == 3
