@@ -1266,48 +1266,46 @@ class SqlServerStore(ABC):
         refunded = [0, 0, 0, 0]  # refunds, total, tax, units put back on the shelf (cents)
         refunded_by: dict[str, int] = {}  # method -> cents paid back
         taken: dict[str, list[int]] = {}  # method -> [payments, cents]
+        unreadable = 0  # events a terminal sent that the report cannot read: left out
         for kind, text, terminal, stamped in rows:
-            body = json.loads(text)
-            try:  # a sale at its own time; a refusal or a register entry when it was recorded
-                at = parse_iso(str(body["created_at"] if kind == "sale" else stamped))
-            except (KeyError, ValueError):
+            try:
+                item = _report_item(kind, json.loads(text), stamped)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError,
+                    OverflowError):
+                unreadable += 1
                 continue
+            if item is None:
+                continue
+            at, v = item
             if not lo <= at < hi:
                 continue
             if kind == "sale":
                 day = at.astimezone(tz).date().isoformat()
-                total = int(body.get("total_cents") or 0)
                 for bucket, key in ((days, day), (terminals, str(terminal or "-"))):
                     b = bucket.setdefault(key, [0, 0])
                     b[0] += 1
-                    b[1] += total
-                money[0] += int(body.get("subtotal_cents") or 0)
-                money[1] += int(body.get("tax_cents") or 0)
-                money[2] += total
-            elif kind == "decision" and body.get("decision") in ("deny", "hold"):
-                reasons = body.get("reasons") or [{}]
-                code = str(reasons[0].get("code") or "COMPLIANCE_DENIED")
-                refused[code] = refused.get(code, 0) + 1
-            elif kind == "register" and body.get("kind") in ("dispense", "return"):
-                sched = str(json.loads(body.get("body") or "{}").get("schedule") or "?")
-                units = controlled if body["kind"] == "dispense" else controlled_returned
-                units[sched] = units.get(sched, 0) + int(body.get("qty") or 0)
+                    b[1] += v["total"]
+                money[0] += v["subtotal"]
+                money[1] += v["tax"]
+                money[2] += v["total"]
+            elif kind == "decision":
+                refused[v["code"]] = refused.get(v["code"], 0) + 1
+            elif kind == "register":
+                units = controlled if v["kind"] == "dispense" else controlled_returned
+                units[v["schedule"]] = units.get(v["schedule"], 0) + v["qty"]
             elif kind == "sale_return":
                 returned[0] += 1
-                returned[1] += int(body.get("total_cents") or 0)
+                returned[1] += v["total"]
             elif kind == "tender":
-                t = taken.setdefault(str(body.get("method") or "?"), [0, 0])
+                t = taken.setdefault(v["method"], [0, 0])
                 t[0] += 1
-                t[1] += int(body.get("amount_cents") or 0)
+                t[1] += v["amount"]
             elif kind == "sale_refund":
                 refunded[0] += 1
-                refunded[1] += int(body.get("total_cents") or 0)
-                method = str(body.get("method") or "?")
-                refunded_by[method] = refunded_by.get(method, 0) + int(
-                    body.get("total_cents") or 0)
-                refunded[2] += int(body.get("tax_cents") or 0)
-                refunded[3] += sum(int(a[3]) for ln in body.get("lines") or ()
-                                   for a in ln.get("restocked") or ())
+                refunded[1] += v["total"]
+                refunded[2] += v["tax"]
+                refunded[3] += v["units"]
+                refunded_by[v["method"]] = refunded_by.get(v["method"], 0) + v["total"]
         return {
             "tenant_id": tenant_id, "store_id": store_id,
             "period": {"from": start.isoformat(), "to": end.isoformat()}, "tz": str(tz),
@@ -1329,6 +1327,7 @@ class SqlServerStore(ABC):
             "payments": {m: {"count": v[0], "amount": fmt(v[1])}
                          for m, v in sorted(taken.items())},
             "net_total": fmt(money[2] - returned[1] - refunded[1]),
+            "unreadable_events": unreadable,
         }
 
     def store_counters(self, tenant_id: str, store_id: str) -> list[tuple[str, str, int, int]]:
@@ -1337,6 +1336,53 @@ class SqlServerStore(ABC):
                           "tenant_id = ? AND store_id = ? ORDER BY counter_id, replica_id",
                           (tenant_id, store_id))
         return [(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+def _report_item(kind: str, body: Any, stamped: str
+                 ) -> tuple[datetime, dict[str, Any]] | None:
+    """What the sales report reads of one pushed event, checked (a terminal's body may be
+    anything): its time and values, None when it does not count; raises TypeError,
+    ValueError, KeyError, ... for a body it cannot read."""
+    if not isinstance(body, dict):
+        raise TypeError("not an object")
+
+    def cents(key: str) -> int:
+        value = body.get(key) or 0
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 10**15:
+            raise ValueError(f"{key} is not a whole number of cents")
+        return value
+
+    if kind == "sale":  # a sale at its own time; the rest when they were recorded
+        return parse_iso(str(body["created_at"])), {
+            "total": cents("total_cents"), "subtotal": cents("subtotal_cents"),
+            "tax": cents("tax_cents")}
+    at = parse_iso(stamped)
+    if kind == "decision":
+        if body.get("decision") not in ("deny", "hold"):
+            return None
+        reasons = body.get("reasons") or [{}]
+        return at, {"code": str(reasons[0].get("code") or "COMPLIANCE_DENIED")[:64]}
+    if kind == "register":
+        if body.get("kind") not in ("dispense", "return"):
+            return None
+        entry = json.loads(body.get("body") or "{}")
+        return at, {"kind": body["kind"], "schedule": str(entry.get("schedule") or "?")[:8],
+                    "qty": cents("qty")}
+    if kind == "sale_return":
+        return at, {"total": cents("total_cents")}
+    if kind == "tender":
+        return at, {"method": str(body.get("method") or "?")[:16], "amount": cents("amount_cents")}
+    if kind == "sale_refund":
+        units = 0
+        for ln in body.get("lines") or ():
+            for a in ln.get("restocked") or ():
+                q = a[3]
+                if isinstance(q, bool) or not isinstance(q, int) or abs(q) > 10**9:
+                    raise ValueError("restocked units are not a whole number")
+                units += q
+        return at, {"total": cents("total_cents"), "tax": cents("tax_cents"), "units": units,
+                    "method": str(body.get("method") or "?")[:16]}
+    return None
 
 
 def _split(sql: str) -> list[str]:

@@ -299,3 +299,38 @@ def test_open_store_errors_are_domain_errors(not_a_database: str, tmp_path: Path
             open_store(url)
         assert e.value.code == code, url
         assert isinstance(e.value, SyncError) and e.value.status == 503
+
+
+def test_sales_report_leaves_out_event_bodies_it_cannot_read(env: Env,
+                                                             server_store: SqlServerStore
+                                                             ) -> None:
+    """A terminal may push any body; the head-office report counts what it can read and
+    says how many it could not, instead of failing (exit 70) for the whole store."""
+    _, _, _, store = env
+    at = "2026-11-02T15:00:00Z"
+    good = [
+        _event("sale", {"created_at": at, "total_cents": 811, "subtotal_cents": 749,
+                        "tax_cents": 62}),
+        _event("tender", {"method": "cash", "amount_cents": 811}),
+        _event("sale_refund", {"total_cents": 811, "tax_cents": 62, "method": "cash",
+                               "lines": [{"restocked": [["b", "L", "2027-01-01", 1]]}]}),
+    ]
+    bad = [
+        _event("sale", {"created_at": at, "total_cents": "lots"}),
+        _event("sale", [1, 2]),
+        _event("tender", {"method": "cash", "amount_cents": 1e300}),
+        _event("tender", {"method": "cash", "amount_cents": True}),
+        _event("sale_refund", {"total_cents": 5, "lines": [{"restocked": [["b"]]}]}),
+        _event("sale_refund", {"total_cents": 5, "lines": "x"}),
+        _event("sale_return", {"total_cents": {"a": 1}}),
+        _event("decision", {"decision": "deny", "reasons": ["not an object"]}),
+        _event("register", {"kind": "dispense", "body": "{not json", "qty": 1}),
+    ]
+    status, out = _both(env, "POST", "/v1/push", _push(store, good + bad))
+    assert status == 200, out
+    tenant = server_store.resolve_store(store, None)[0]
+    rep = server_store.sales_report(tenant, store, date(2026, 11, 2), date(2026, 11, 2))
+    assert rep["sales"] == 1 and rep["total"] == "8.11"
+    assert rep["payments"] == {"cash": {"count": 1, "amount": "8.11"}}
+    assert rep["refunded"]["refunds"] == 1 and rep["refunded"]["units_restocked"] == 1
+    assert rep["net_total"] == "0.00" and rep["unreadable_events"] == len(bad)
