@@ -16,13 +16,20 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from pharmacy.clock import iso
+from pharmacy.errors import BadInput
 from pharmacy.money import fmt
 
 
 def day_bounds(day: date, tz: tzinfo) -> tuple[str, str]:
-    """The stored-time text range [lo, hi) of ``day`` in ``tz``."""
-    lo = datetime.combine(day, time(0), tz).astimezone(UTC)
-    hi = datetime.combine(day + timedelta(days=1), time(0), tz).astimezone(UTC)
+    """The stored-time text range [lo, hi) of ``day`` in ``tz``; ``BAD_DATE`` for a day
+    whose bounds fall outside the years 1-9999 in UTC (9999-12-31 anywhere, 0001-01-01 east
+    of UTC): no time on that day could ever be stored."""
+    try:
+        lo = datetime.combine(day, time(0), tz).astimezone(UTC)
+        hi = datetime.combine(day + timedelta(days=1), time(0), tz).astimezone(UTC)
+    except OverflowError:
+        raise BadInput(f"{day.isoformat()} in {tz} is outside the years 1-9999 a report "
+                       "covers", code="BAD_DATE") from None
     return iso(lo), iso(hi)
 
 

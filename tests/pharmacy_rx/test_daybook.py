@@ -10,9 +10,11 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from pharmacy import checkout, daybook, refunds
 from pharmacy.clock import iso
-from pharmacy.errors import ComplianceDenied
+from pharmacy.errors import BadInput, ComplianceDenied
 from pharmacy.sales import Dispenser, return_sale
 from tests.conftest import ROOT, FakeClock
 
@@ -98,3 +100,21 @@ def test_report_day_cli(dispenser: Dispenser) -> None:
     assert "Day report 2026-11-02" in run("--date", "2026-11-02")
     assert run("--date", "yesterday", "--json", code=1)["error"]["code"] == "BAD_DATE"
     assert run("--tz", "Mars/Olympus", "--json", code=1)["error"]["code"] == "BAD_TIMEZONE"
+    # the last day (any zone) and the first day east of UTC end or start outside the years
+    # a stored time can hold: bad input, not an OverflowError traceback (exit 70)
+    assert run("--date", "9999-12-31", "--json", code=1)["error"]["code"] == "BAD_DATE"
+    assert run("--date", "0001-01-01", "--tz", "Asia/Tokyo", "--json",
+               code=1)["error"]["code"] == "BAD_DATE"
+
+
+def test_day_report_at_the_edges_of_the_calendar(dispenser: Dispenser) -> None:
+    conn = dispenser.store.conn
+    for day, tz in ((date(9999, 12, 31), ZoneInfo("UTC")), (date(9999, 12, 31), CHICAGO),
+                    (date(1, 1, 1), ZoneInfo("Asia/Tokyo"))):
+        with pytest.raises(BadInput) as e:
+            daybook.day_report(conn, day, tz)
+        assert e.value.code == "BAD_DATE"
+    # the days just inside still report (nothing sold then)
+    assert daybook.day_report(conn, date(1, 1, 1), CHICAGO)["sales"]["count"] == 0
+    assert daybook.day_report(conn, date(9999, 12, 30), ZoneInfo("Pacific/Kiritimati")
+                              )["sales"]["count"] == 0
