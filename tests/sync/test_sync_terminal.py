@@ -26,6 +26,7 @@ from pharmacy.clock import iso
 from pharmacy.compliance import InterimGate
 from pharmacy.errors import PharmosError
 from pharmacy.sales import Dispenser
+from pharmacy.store import Store
 from sync_server.storage import SqlServerStore, open_store
 from terminal import sync_client
 from tests.sync.conftest import ServerProcess, enroll_code, products, seed_store, unique
@@ -785,3 +786,73 @@ def test_a_server_speaking_only_protocol_1_gets_whole_events(
     local = _local_bodies(a)
     assert {k: v for k, v in _server_bodies(server, shop).items() if k in local} == local
     assert_converged(hq, shop, [a], opening_ledger() + a.ledger)
+
+
+def test_server_report_matches_the_terminal_day_report(
+        tmp_path: Path, server: ServerProcess, shop: tuple[str, str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Checkout with change, a card sale, refunds by both methods on another day, across the
+    New York fall-back day (25 hours): `pharmos sync`, then `pharmos server report` gives the
+    same sales, payments by method and refunds by method as `pharmos report day` there."""
+    from datetime import UTC, datetime
+
+    from terminal.cli import main as cli_main
+    from tests.conftest import FakeClock
+
+    t = till(tmp_path, server, shop, "zrep")
+    t.sync()
+    ph = {"id": "u-ph", "role": "pharmacist"}
+    clock = FakeClock(datetime(2026, 11, 1, 4, 30, tzinfo=UTC))  # 00:30 EDT, Nov 1
+    with Store.open(t.dir, clock=clock) as s:
+        d = Dispenser(s, InterimGate())
+
+        def pay(ndc: str, qty: int, method: str, tendered: str | None = None
+                ) -> checkout.CheckoutResult:
+            return checkout.checkout(d, {"user": ph, "lines": [{"ndc": ndc, "qty": qty}]},
+                                     lambda total: checkout.tender_for(method, total,
+                                                                       tendered, "AP1"))
+
+        cash = pay("0904-6728-60", 2, "cash", "50.00")  # change given
+        assert cash.change_cents > 0
+        clock.advance(hours=12)
+        card = pay("0904-6728-60", 1, "card")
+        d.sell({"user": ph, "lines": [{"ndc": "0093-0058-01", "qty": 3}]})  # never paid
+        clock.advance(hours=12)  # 04:30 UTC Nov 2 = 23:30 EST, still Nov 1
+        late = pay("0093-0058-01", 4, "cash", "20.00")
+        clock.advance(hours=1, minutes=30)  # 01:00 EST Nov 2
+        refunds.refund(s, ph, cash.sale.sale_id, method="cash", reason="unopened",
+                       lines=[{"line_no": 1, "qty": 1, "restock": True}])
+        refunds.refund(s, ph, card.sale.sale_id, method="card", reason="unopened")
+        pay("0904-6728-60", 1, "cash")
+    assert cli_main(["sync", "--data-dir", str(t.dir), "--json"]) == 0
+    capsys.readouterr()
+    for day in ("2026-11-01", "2026-11-02"):
+        assert cli_main(["report", "day", "--data-dir", str(t.dir), "--date", day, "--tz",
+                         "America/New_York", "--json"]) == 0
+        mine = json.loads(capsys.readouterr().out)
+        assert cli_main(["server", "report", "--db", server.db, "--store", shop[1],
+                         "--tenant", shop[0], "--from", day, "--tz", "America/New_York",
+                         "--json"]) == 0
+        hq = json.loads(capsys.readouterr().out)
+        assert hq["unreadable_events"] == 0
+        assert (hq["sales"], hq["total"], hq["tax"]) == (
+            mine["sales"]["count"], mine["sales"]["total"], mine["sales"]["tax"])
+        assert {m: v for m, v in hq["payments"].items()} == {
+            m: {"count": v["count"], "amount": v["amount"]}
+            for m, v in mine["payments"].items() if v["count"]}
+        assert (hq["refunded"]["refunds"], hq["refunded"]["total"], hq["refunded"]["tax"]) == (
+            mine["refunds"]["count"], mine["refunds"]["total"], mine["refunds"]["tax"])
+        assert hq["refunded"]["by_method"] == {
+            m: mine["refunds"][m] for m in ("cash", "card") if mine["refunds"][m] != "0.00"}
+    # the figures themselves: Nov 1 took two cash payments (less their change) and a card
+    assert mine["refunds"]["count"] == 2 and mine["payments"]["cash"]["count"] == 1
+    assert cli_main(["report", "day", "--data-dir", str(t.dir), "--date", "2026-11-01",
+                     "--tz", "America/New_York", "--json"]) == 0
+    nov1 = json.loads(capsys.readouterr().out)
+    from pharmacy.money import fmt
+
+    assert nov1["sales"]["count"] == 4 and nov1["unpaid"]["count"] == 1
+    assert nov1["payments"]["cash"]["amount"] == fmt(cash.sale.total_cents
+                                                     + late.sale.total_cents)
+    assert nov1["cash_expected"] == nov1["payments"]["cash"]["amount"]
+    assert nov1["payments"]["cash"]["tendered"] == "70.00"
