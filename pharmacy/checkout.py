@@ -253,10 +253,30 @@ class Tender:
     reference: str | None = None  # card: the external terminal's approval or reference
 
 
+MAX_TENDER_TEXT = 100
+
+
+def is_short_text(value: Any, limit: int) -> bool:
+    """Text a store can keep and send: a str of at most ``limit`` characters, no NUL, and
+    UTF-8 (no lone surrogate escape, as undecodable bytes on a command line become)."""
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def tender_for(method: str, total_cents: int, tendered: str | None = None,
                reference: str | None = None) -> Tender:
     """How the customer pays: cash (the amount handed over, default the total) or card
-    (recorded as external, with the card terminal's reference)."""
+    (recorded as external, with the card terminal's reference). The amount handed over and
+    the reference are text of at most 100 characters (``BAD_TENDER``)."""
+    for name, value in (("tendered", tendered), ("reference", reference)):
+        if value is not None and not is_short_text(value, MAX_TENDER_TEXT):
+            raise BadInput(f"tender {name} must be text of at most {MAX_TENDER_TEXT} "
+                           "characters (no NUL)", code="BAD_TENDER")
     if method == "cash":
         return Tender("cash", total_cents if not tendered
                       else to_cents(tendered, field="cash tendered"))

@@ -30,6 +30,7 @@ from typing import Any, Literal, cast
 from crdt.pncounter import SQL_LOCAL_ADD, local_add_params
 from pharmacy import catalog, inventory, outbox, users
 from pharmacy.canonical import compact_json
+from pharmacy.checkout import is_short_text
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, DomainRefusal, NotFound
 from pharmacy.ids import new_id
@@ -137,18 +138,17 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
         raise BadInput("the user is an object with an 'id' and a 'role'", code="BAD_USER")
     users.require(dict(user), "refund_sale")
     uid = user["id"]
-    if not isinstance(uid, str) or len(uid) > MAX_USER_ID or "\x00" in uid:
+    if not is_short_text(uid, MAX_USER_ID):
         raise BadInput(f"a user's id is text of at most {MAX_USER_ID} characters",
                        code="BAD_USER")
     if not isinstance(reason, str) or not reason.strip():
         raise BadInput("a refund needs a reason", code="REASON_REQUIRED")
-    if len(reason) > MAX_REASON or "\x00" in reason:
+    if not is_short_text(reason, MAX_REASON):
         raise BadInput(f"a refund's reason is text of at most {MAX_REASON} characters",
                        code="BAD_REASON")
     if method not in ("cash", "card"):
         raise BadInput(f"refund method {method!r} is not cash or card", code="BAD_TENDER")
-    if reference is not None and (not isinstance(reference, str) or len(reference) > 100
-                                  or "\x00" in reference):
+    if reference is not None and not is_short_text(reference, 100):
         raise BadInput("a card refund's reference is text of at most 100 characters",
                        code="BAD_REFERENCE")
     reference = ((reference or "").strip() or None) if method == "card" else None
@@ -231,6 +231,8 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
 
 def refund_record(conn: sqlite3.Connection, refund_id: str) -> dict[str, Any]:
     """A committed refund as its slip prints it."""
+    if not is_short_text(refund_id, 64) or not refund_id:
+        raise BadInput("a refund id is text (as printed on its slip)", code="BAD_REQUEST")
     r = conn.execute("SELECT refund_id, sale_id, created_at, user_id, reason, method, "
                      "reference, subtotal_cents, tax_cents, total_cents, lines FROM refunds "
                      "WHERE refund_id = ?", (refund_id,)).fetchone()
@@ -263,7 +265,7 @@ def refunds_for(conn: sqlite3.Connection, sale_id: str) -> list[dict[str, Any]]:
 def find_sale(conn: sqlite3.Connection, text: Any) -> str:
     """A sale's id from its full id or from the end of it a receipt prints (at least 8
     characters, naming one sale)."""
-    if not isinstance(text, str) or not text.strip() or len(text) > 64 or "\x00" in text:
+    if not is_short_text(text, 64) or not text.strip():
         raise BadInput("a sale id is text (as printed on the receipt)", code="BAD_REQUEST")
     wanted: str = text.strip()
     if conn.execute("SELECT 1 FROM sales WHERE sale_id = ?", (wanted,)).fetchone():

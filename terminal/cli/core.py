@@ -118,8 +118,7 @@ def cmd_sale(args: argparse.Namespace) -> int:
             raise BadInput("'tender' must be an object with 'method'", code="BAD_TENDER")
         req.setdefault("user", default_user())
         method = str(tender.get("method"))
-        tendered = _text(tender.get("tendered"), "tendered")
-        reference = _text(tender.get("reference"), "reference")
+        tendered, reference = tender.get("tendered"), tender.get("reference")
         checkout.tender_for(method, 0, tendered, reference)  # a bad tender sells nothing
         paid = checkout.checkout(wiring.dispenser(store), req, lambda total: checkout.tender_for(
             method, total, tendered, reference))
@@ -127,13 +126,6 @@ def cmd_sale(args: argparse.Namespace) -> int:
         emit(args, out, f"sale {out['sale_id']} total {out['total']} paid by "
                         f"{out['tender']['method']}, change {out['tender']['change']}")
     return 0
-
-
-def _text(value: Any, name: str) -> str | None:
-    if value is None or (isinstance(value, str) and len(value) <= 100 and "\x00" not in value):
-        return value
-    raise BadInput(f"tender {name} must be text of at most 100 characters (no NUL)",
-                   code="BAD_TENDER")
 
 
 def cmd_refund(args: argparse.Namespace) -> int:

@@ -78,6 +78,9 @@ def test_refused_payments_and_refunds_write_nothing(data_dir: str) -> None:
     no_sale({"method": "card", "reference": "x" * 101}, "BAD_TENDER")
     no_sale({"method": "card", "reference": "A1\u0000"}, "BAD_TENDER")
     no_sale({"method": "cash", "tendered": "20\u0000"}, "BAD_TENDER")
+    # a lone surrogate (undecodable bytes) is not text a store can keep: was exit 70
+    no_sale({"method": "card", "reference": "A\ud800"}, "BAD_TENDER")
+    no_sale({"method": "cash", "tendered": "\udcff20"}, "BAD_TENDER")
     unpaid = pharmos("sale", "--data-dir", d, "--json", stdin=json.dumps({
         "lines": [{"ndc": IBU, "qty": 1}]}))
 
@@ -98,3 +101,18 @@ def test_refused_payments_and_refunds_write_nothing(data_dir: str) -> None:
     no_refund("{not json", "BAD_JSON", 1)
     out = pharmos("refund", "--data-dir", d, "--json", "--show", "nope", code=1)
     assert out["error"]["code"] == "UNKNOWN_SALE"
+    # lone surrogates in any text field were a UnicodeEncodeError at SQLite (exit 70)
+    no_refund({**base, "reason": "torn\ud800"}, "BAD_REASON", 1)
+    no_refund({**base, "method": "card", "reference": "\ud800"}, "BAD_REFERENCE", 1)
+    no_refund({**base, "user": {"id": "u\ud800", "role": "manager"}}, "BAD_USER", 1)
+    no_refund({**base, "sale_id": unpaid["sale_id"][-8:] + "\ud800"}, "BAD_REQUEST", 1)
+    # and on the command line: bytes that are not UTF-8 arrive as surrogate escapes
+    tail = unpaid["sale_id"][-8:] + "\udcff"
+    out = pharmos("refund", "--data-dir", d, "--json", "--show", tail, code=1)
+    assert out["error"]["code"] == "BAD_REQUEST"
+    out = pharmos("receipt", "refund", "--data-dir", d, "--json", tail, code=1)
+    assert out["error"]["code"] == "BAD_REQUEST"
+    # LIKE wildcards in a receipt suffix match themselves, not any sale
+    for wild in ("%" * 8, "_" * 8, "\\" * 8):
+        out = pharmos("refund", "--data-dir", d, "--json", "--show", wild, code=1)
+        assert out["error"]["code"] == "UNKNOWN_SALE"

@@ -105,3 +105,17 @@ def test_change_law(total: int, tendered: int) -> None:
             checkout.change_due(total, checkout.Tender("card", tendered))
 
 
+
+
+@pytest.mark.parametrize("tendered, reference", [
+    (None, "A\ud800"), ("\udcff5.00", None), (None, "R" * 101), (None, "A\x00"), (5, None),
+    (None, ["A1"])])
+def test_tender_text_a_store_cannot_keep_is_bad_tender(dispenser: Dispenser, tendered: object,
+                                                       reference: object) -> None:
+    """The counter's card reference box and cash box reach tender_for as typed or pasted:
+    a lone surrogate used to pass and fail at SQLite inside the sale's transaction."""
+    for method in ("cash", "card"):
+        with pytest.raises(BadInput) as e:
+            checkout.tender_for(method, 811, tendered, reference)  # type: ignore[arg-type]
+        assert e.value.code == "BAD_TENDER"
+    assert dispenser.store.conn.execute("SELECT COUNT(*) FROM tenders").fetchone()[0] == 0
