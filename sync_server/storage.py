@@ -1271,7 +1271,7 @@ class SqlServerStore(ABC):
             try:
                 item = _report_item(kind, json.loads(text), stamped)
             except (TypeError, ValueError, KeyError, AttributeError, IndexError,
-                    OverflowError):
+                    OverflowError, RecursionError):  # JSON nested thousands deep
                 unreadable += 1
                 continue
             if item is None:

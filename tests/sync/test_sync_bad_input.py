@@ -301,6 +301,13 @@ def test_open_store_errors_are_domain_errors(not_a_database: str, tmp_path: Path
         assert isinstance(e.value, SyncError) and e.value.status == 503
 
 
+def _reg(body: str) -> dict[str, Any]:
+    """A register event the push takes (its fields are there) whose entry body is ``body``."""
+    return {"replica_id": "r9", "entry_id": str(uuid.uuid4()), "created_at":
+            "2026-11-02T15:00:00Z", "kind": "dispense", "ndc": "0406-0552-01", "body": body,
+            "prev_hash": "0" * 64, "hash": "1" * 64, "seq": 1, "qty": 1}
+
+
 def test_sales_report_leaves_out_event_bodies_it_cannot_read(env: Env,
                                                              server_store: SqlServerStore
                                                              ) -> None:
@@ -323,9 +330,12 @@ def test_sales_report_leaves_out_event_bodies_it_cannot_read(env: Env,
         _event("sale_refund", {"total_cents": 5, "lines": "x"}),
         _event("sale_return", {"total_cents": {"a": 1}}),
         _event("decision", {"decision": "deny", "reasons": ["not an object"]}),
+        _event("register", _reg("{not json")),
+        _event("register", _reg("[1, 2]")),
     ]
-    events = [{**e, "seq": i} for i, e in enumerate(good + bad, 1)]
-    status, out = _both(env, "POST", "/v1/push", _push(store, events))
+    for seq, e in enumerate(good + bad, 1):
+        e["seq"] = seq
+    status, out = _both(env, "POST", "/v1/push", _push(store, good + bad))
     assert status == 200, out
     tenant = server_store.resolve_store(store, None)[0]
     rep = server_store.sales_report(tenant, store, date(2026, 11, 2), date(2026, 11, 2))
@@ -333,3 +343,29 @@ def test_sales_report_leaves_out_event_bodies_it_cannot_read(env: Env,
     assert rep["payments"] == {"cash": {"count": 1, "amount": "8.11"}}
     assert rep["refunded"]["refunds"] == 1 and rep["refunded"]["units_restocked"] == 1
     assert rep["net_total"] == "0.00" and rep["unreadable_events"] == len(bad)
+
+
+def test_sales_report_survives_deeply_nested_bodies(env: Env,
+                                                    server_store: SqlServerStore) -> None:
+    """JSON nested thousands deep (in a register entry's body text, or anywhere in a body the
+    push takes as it is) is an unreadable event, not a RecursionError for the whole report."""
+    _, _, _, store = env
+    deep = "[" * 10_000 + "]" * 10_000
+    events = [
+        _event("tender", {"method": "cash", "amount_cents": 811}),
+        _event("register", _reg(deep)),
+        _event("register", _reg('{"schedule": ' + deep + "}")),
+    ]
+    for seq, e in enumerate(events, 1):
+        e["seq"] = seq
+    status, out = _both(env, "POST", "/v1/push", _push(store, events))
+    assert status == 200, out
+    # a body as deep as the push accepts, taken as it is
+    status, out = _both(env, "POST", "/v1/push", _push(store, [
+        _event("tender", '{"method": "card", "amount_cents": 5, "reference": '
+               + "[" * 2_000 + "]" * 2_000 + "}", seq=len(events) + 1)]))
+    tenant = server_store.resolve_store(store, None)[0]
+    rep = server_store.sales_report(tenant, store, date(2026, 11, 2), date(2026, 11, 2))
+    assert rep["payments"]["cash"] == {"count": 1, "amount": "8.11"}
+    assert status == 200, out  # the push takes it as it is
+    assert rep["unreadable_events"] == 3
