@@ -197,7 +197,8 @@ def run_day(store: Store, gate: ComplianceGate, *, sales: int = 240, seed: int =
         "revenue": fmt(revenue),
         "payments": dict(sorted(payments.items())),
         "refunds": {"count": refund_count, "total": fmt(refunded)},
-        "day": {k: day[k] for k in ("cash_expected", "net_taken")},
+        # the whole UTC day in this store (earlier runs of the same day included)
+        "day": {k: day[k] for k in ("date", "cash_expected", "net_taken")},
         "stock_value": fmt(value),
         "batches": len(stock_rows),
         "register": {"entries": verify.entries, "chains": verify.chains,

@@ -33,7 +33,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  revenue         : {s['revenue']} ("
         + ", ".join(f"{k} {v}" for k, v in s.get("payments", {}).items()) + ")",
         f"  refunds         : {s['refunds']['count']} ({s['refunds']['total']}); cash "
-        f"expected in the drawer {s['day']['cash_expected']}",
+        f"expected in the drawer on {s['day']['date']} {s['day']['cash_expected']}",
         "  refusals        : " + (", ".join(f"{k} {v}" for k, v in s["refusals"].items())
                                   or "none"),
         f"  stock value     : {s['stock_value']} over {s['batches']} batches",

@@ -130,7 +130,7 @@ def cmd_sale(args: argparse.Namespace) -> int:
 
 def cmd_refund(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        if args.show:
+        if args.show is not None:
             out = refunds.refundable(store.conn, args.show, store.clock().date())
             emit(args, out, "\n".join(
                 [f"sale {out['sale_id']} total {out['total']} refunded {out['refunded']}"

@@ -101,6 +101,8 @@ def test_refused_payments_and_refunds_write_nothing(data_dir: str) -> None:
     no_refund("{not json", "BAD_JSON", 1)
     out = pharmos("refund", "--data-dir", d, "--json", "--show", "nope", code=1)
     assert out["error"]["code"] == "UNKNOWN_SALE"
+    out = pharmos("refund", "--data-dir", d, "--json", "--show", "", code=1)
+    assert out["error"]["code"] == "BAD_REQUEST"  # not read as a refund on stdin
     # lone surrogates in any text field were a UnicodeEncodeError at SQLite (exit 70)
     no_refund({**base, "reason": "torn\ud800"}, "BAD_REASON", 1)
     no_refund({**base, "method": "card", "reference": "\ud800"}, "BAD_REFERENCE", 1)
