@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from pharmacy.errors import BadInput
@@ -9,11 +10,23 @@ from pharmacy.errors import BadInput
 MAX_CENTS = 100_000_000_000  # one billion in money: anything above is a typing error
 
 
+_PLAIN = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", re.ASCII)
+
+
 def to_cents(value: str | int | Decimal, *, field: str = "amount") -> int:
     if isinstance(value, (bool, float)):
         raise BadInput(f"{field} must be a decimal string such as \"1.23\"", code="BAD_MONEY")
+    if isinstance(value, int) and not 0 <= value <= MAX_CENTS // 100:
+        raise BadInput(f"{field} must be zero or more, and at most {MAX_CENTS // 100}",
+                       code="BAD_MONEY")
+    text = str(value).strip()
+    # plain ASCII digits and one point: Decimal alone would also read "1_000", "1e2",
+    # "+5" and other scripts' digits ("２０") as amounts
+    if not isinstance(value, (int, Decimal)) and not _PLAIN.fullmatch(text):
+        raise BadInput(f"{field} {text[:40]!r} is not an amount such as \"1.23\"",
+                       code="BAD_MONEY")
     try:
-        d = Decimal(str(value))
+        d = Decimal(text)
     except InvalidOperation:
         raise BadInput(f"{field} '{value}' is not a decimal amount", code="BAD_MONEY") from None
     if not d.is_finite() or d < 0:

@@ -29,8 +29,21 @@ def test_fmt_round_trips(cents: int) -> None:
     assert to_cents(fmt(cents)) == cents
 
 
+def test_an_integer_too_long_to_print_is_bad_money() -> None:
+    with pytest.raises(BadInput) as e:
+        to_cents(10**5000)  # str() of it raises ValueError (int digit limit)
+    assert e.value.code == "BAD_MONEY"
+
+
+def test_plain_amounts() -> None:
+    assert [to_cents(v) for v in ("1.23", " 20 ", "5.", ".5", "0.50", "1.2300", 7)] == [
+        123, 2000, 500, 50, 50, 123, 700]
+
+
 @pytest.mark.parametrize("bad", ["1.234", "-1", "abc", 1.5, True, "NaN", "Infinity", "1e30",
-                                 fmt(MAX_CENTS + 1), "1E+999999", "1e-999999999"])
+                                 fmt(MAX_CENTS + 1), "1E+999999", "1e-999999999", "1_000",
+                                 "\uff12\uff10", "+5", "1e2", "1.2.3", "", " ", ".", "0x10",
+                                 -1, 10**15])
 def test_bad_amounts(bad: object) -> None:
     with pytest.raises(BadInput) as e:
         to_cents(bad)  # type: ignore[arg-type]
