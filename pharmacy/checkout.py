@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -256,10 +257,15 @@ class Tender:
 MAX_TENDER_TEXT = 100
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def is_short_text(value: Any, limit: int) -> bool:
-    """Text a store can keep and send: a str of at most ``limit`` characters, no NUL, and
-    UTF-8 (no lone surrogate escape, as undecodable bytes on a command line become)."""
-    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+    """Text a store can keep, send and print on one line: a str of at most ``limit``
+    characters, no control characters (NUL, tab, a bell or an escape would reach the
+    receipt printer as commands), and UTF-8 (no lone surrogate escape, as undecodable bytes
+    on a command line become)."""
+    if not isinstance(value, str) or len(value) > limit or _CONTROL.search(value):
         return False
     try:
         value.encode("utf-8")

@@ -315,3 +315,18 @@ def test_units_never_go_back_into_a_recalled_quarantined_or_expired_lot(
         refunds.refund(store, PHARMACIST, later.sale_id, method="cash", reason="r",
                        lines=[{"line_no": 1, "restock": True}])
     assert e.value.code == "LOT_NOT_RESTOCKABLE" and "expired" in e.value.message
+
+
+@pytest.mark.parametrize("text", ["a\tb", "ring\x07", "esc\x1b@", "two\nlines", "del\x7f"])
+def test_control_characters_never_reach_the_printer(dispenser: Dispenser, text: str) -> None:
+    """A reference or reason is printed on the slip: an ESC, a bell or a tab in it would be
+    a printer command. Refused, nothing written."""
+    sale = paid_sale(dispenser, [{"ndc": IBU, "qty": 1}], "card").sale
+    for kw in ({"reason": text}, {"reason": "r", "reference": text}):
+        with pytest.raises(PharmosError) as e:
+            refunds.refund(dispenser.store, PHARMACIST, sale.sale_id, method="card", **kw)
+        assert e.value.code in ("BAD_REASON", "BAD_REFERENCE")
+    with pytest.raises(PharmosError) as e:
+        checkout.tender_for("card", 100, None, text)
+    assert e.value.code == "BAD_TENDER"
+    assert written(dispenser.store) == (0, 0)
