@@ -143,9 +143,7 @@ def render_receipt(sale: Mapping[str, Any], layout: Layout, *, reprint: bool = F
         page.kick(layout.drawer_pin)
     _header(page, layout)
     if reprint:
-        page.style(align="center", bold=True)
-        page.line("*** REPRINT - COPY ***")
-        page.normal()
+        _reprint_banner(page)
     page.line()
     page.two_col("Sale", str(sale["sale_id"])[-12:])
     page.two_col("Date", _when(str(sale.get("created_at", ""))))
@@ -174,18 +172,7 @@ def render_receipt(sale: Mapping[str, Any], layout: Layout, *, reprint: bool = F
         if t.get("change") not in (None, "", "0.00"):
             page.two_col("Change", str(t["change"]))
     page.rule()
-    if layout.qr:
-        page.style(align="center")
-        page.qr(str(sale["sale_id"]))
-        page.wrapped(str(sale["sale_id"]))
-        page.normal()
-    if layout.footer:
-        page.style(align="center")
-        for f in layout.footer:
-            page.wrapped(f)
-        page.normal()
-    page.cut()
-    return page.bytes()
+    return _finish(page, layout, str(sale["sale_id"]))
 
 
 def render_refund(sale: Mapping[str, Any], refund: Mapping[str, Any], layout: Layout, *,
@@ -202,9 +189,7 @@ def render_refund(sale: Mapping[str, Any], refund: Mapping[str, Any], layout: La
     page.line("REFUND")
     page.normal()
     if reprint:
-        page.style(align="center", bold=True)
-        page.line("*** REPRINT - COPY ***")
-        page.normal()
+        _reprint_banner(page)
     page.line()
     page.two_col("Refund", str(refund["refund_id"])[-12:])
     page.two_col("Date", _when(str(refund.get("created_at", ""))))
@@ -232,23 +217,9 @@ def render_refund(sale: Mapping[str, Any], refund: Mapping[str, Any], layout: La
         page.two_col("Reference", str(refund["reference"])[: page.cols - 11])
     if refund.get("reason"):
         page.wrapped(f"Reason: {refund['reason']}")
-    page.line()
-    page.line("Customer signature:")
-    page.line()
-    page.line("_" * page.cols)
+    _signature_line(page, "Customer signature:")
     page.rule()
-    if layout.qr:
-        page.style(align="center")
-        page.qr(str(sale["sale_id"]))
-        page.wrapped(str(sale["sale_id"]))
-        page.normal()
-    if layout.footer:
-        page.style(align="center")
-        for f in layout.footer:
-            page.wrapped(f)
-        page.normal()
-    page.cut()
-    return page.bytes()
+    return _finish(page, layout, str(sale["sale_id"]))
 
 
 def render_day_report(report: Mapping[str, Any], layout: Layout, *,
@@ -295,10 +266,36 @@ def render_day_report(report: Mapping[str, Any], layout: Layout, *,
     page.wrapped("Cash expected: cash taken less cash refunded; add the opening float.")
     page.line()
     page.line("Cash counted: ____________")
+    _signature_line(page, "Signature:")
+    page.cut()
+    return page.bytes()
+
+
+def _reprint_banner(page: _Page) -> None:
+    page.style(align="center", bold=True)
+    page.line("*** REPRINT - COPY ***")
+    page.normal()
+
+
+def _signature_line(page: _Page, label: str) -> None:
     page.line()
-    page.line("Signature:")
+    page.line(label)
     page.line()
     page.line("_" * page.cols)
+
+
+def _finish(page: _Page, layout: Layout, sale_id: str) -> bytes:
+    """The foot of a sale's paper: a QR code carrying the sale id, the footer, the cut."""
+    if layout.qr:
+        page.style(align="center")
+        page.qr(sale_id)
+        page.wrapped(sale_id)
+        page.normal()
+    if layout.footer:
+        page.style(align="center")
+        for f in layout.footer:
+            page.wrapped(f)
+        page.normal()
     page.cut()
     return page.bytes()
 
@@ -349,9 +346,7 @@ def render_rx_label(label: Mapping[str, Any], layout: Layout, *, reprint: bool =
             page.wrapped(h)
         page.normal()
     if reprint:
-        page.style(align="center", bold=True)
-        page.line("*** REPRINT - COPY ***")
-        page.normal()
+        _reprint_banner(page)
     page.two_col(f"Rx# {label.get('rx_number') or '-'}", str(label.get("date") or ""))
     page.style(bold=True)
     page.wrapped(str(label.get("patient") or "Patient: ____________________"))
