@@ -38,3 +38,15 @@ canonical_json = _encoder(sort_keys=True, ensure_ascii=False)
 compact_json = _encoder(sort_keys=False, ensure_ascii=True)
 """Keys in insertion order, no spaces, non-ASCII escaped (``json.dumps`` with compact
 separators)."""
+
+
+def is_utf8_text(value: Any) -> bool:
+    """A str that SQLite can store and JSON can carry: UTF-8, no lone surrogate (as the
+    undecodable bytes of a command line or a file become)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

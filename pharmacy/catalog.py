@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, NoReturn
 
+from pharmacy.canonical import is_utf8_text
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, UnknownProduct
 from pharmacy.ids import (
@@ -281,11 +282,9 @@ def search_text(text: str) -> str:
     if len(text) > MAX_SEARCH:
         raise BadInput(f"search text is {len(text)} characters; at most {MAX_SEARCH}",
                        code="BAD_SEARCH")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_utf8_text(text):
         raise BadInput("the search text has characters that are not text",
-                       code="BAD_SEARCH") from None
+                       code="BAD_SEARCH")
     return text
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pharmacy import catalog, inventory, outbox
+from pharmacy.canonical import is_utf8_text
 from pharmacy.clock import iso
 from pharmacy.compliance import Decision
 from pharmacy.errors import BadInput, ComplianceDenied, PharmosError
@@ -265,13 +266,8 @@ def is_short_text(value: Any, limit: int) -> bool:
     characters, no control characters (NUL, tab, a bell or an escape would reach the
     receipt printer as commands), and UTF-8 (no lone surrogate escape, as undecodable bytes
     on a command line become)."""
-    if not isinstance(value, str) or len(value) > limit or _CONTROL.search(value):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return (is_utf8_text(value) and len(value) <= limit
+            and not _CONTROL.search(value))
 
 
 def tender_for(method: str, total_cents: int, tendered: str | None = None,

@@ -26,6 +26,7 @@ from typing import Any
 from crdt import shared_doc
 from crdt.pncounter import SQL_LOCAL_ADD, SQL_MERGE_ROW, local_add_params
 from pharmacy import catalog, inventory, outbox, register
+from pharmacy.canonical import is_utf8_text
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput, PharmosError
 from pharmacy.ids import new_id
@@ -520,17 +521,6 @@ def _bad_page(why: str, **details: Any) -> ReplicationError:
                             "was applied", code="BAD_PAGE", **details)
 
 
-def _is_text(value: Any) -> bool:
-    """A str that SQLite can store (UTF-8: no lone surrogates)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _is_whole(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
@@ -562,7 +552,7 @@ def check_page(page: Any) -> PulledPage:
         if not isinstance(ev, Mapping):
             raise _bad_page(f"event {i + 1} is not an object", index=i)
         for key in ("event_id", "replica_id", "kind", "created_at"):
-            if not _is_text(ev.get(key)):
+            if not is_utf8_text(ev.get(key)):
                 raise _bad_page(f"event {i + 1}: {key} is not text", index=i, field=key)
         if not _is_whole(ev.get("server_seq"), 0, INT64_MAX):
             raise _bad_page(f"event {i + 1}: server_seq is not a whole number in "
@@ -585,7 +575,7 @@ def check_page(page: Any) -> PulledPage:
         if not isinstance(r, Mapping):
             raise _bad_page(f"counter row {i + 1} is not an object", index=i)
         for key in ("counter_id", "replica_id"):
-            if not _is_text(r.get(key)):
+            if not is_utf8_text(r.get(key)):
                 raise _bad_page(f"counter row {i + 1}: {key} is not text", index=i, field=key)
         for key in ("p", "n"):
             if not _is_whole(r.get(key), 0, COUNT_MAX):

@@ -131,7 +131,7 @@ def cmd_sale(args: argparse.Namespace) -> int:
 def cmd_refund(args: argparse.Namespace) -> int:
     with _open(args) as store:
         if args.show is not None:
-            out = refunds.refundable(store.conn, args.show, store.clock().date())
+            out = refunds.refundable(store.conn, args.show, _today(store))
             emit(args, out, "\n".join(
                 [f"sale {out['sale_id']} total {out['total']} refunded {out['refunded']}"
                  + ("" if out["paid"] else " (not paid)")]
