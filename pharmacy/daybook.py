@@ -18,6 +18,7 @@ from typing import Any
 from pharmacy.clock import iso
 from pharmacy.errors import BadInput
 from pharmacy.money import fmt
+from pharmacy.store import Store
 
 
 def day_bounds(day: date, tz: tzinfo) -> tuple[str, str]:
@@ -92,6 +93,16 @@ def day_report(conn: sqlite3.Connection, day: date, tz: tzinfo) -> dict[str, Any
         "by_user": [{"user_id": r[0], "sales": int(r[1]), "total": fmt(int(r[2]))}
                     for r in by_user],
     }
+
+
+def store_day_report(store: Store, day: date | None = None, tz: tzinfo | None = None
+                     ) -> dict[str, Any]:
+    """The day report of ``store``: ``day`` (default today) in ``tz`` (default the store's
+    zone), with the store's id."""
+    tz = tz if tz is not None else store.time_zone()
+    out = day_report(store.conn, day or store.clock().astimezone(tz).date(), tz)
+    out["store_id"] = store.store_id
+    return out
 
 
 def report_text(out: dict[str, Any]) -> str:

@@ -204,15 +204,38 @@ def document(store: Store, job: PrintJob, *,
         tenders = tenders_for(conn, job.sale_id)
         if tenders:
             doc["tenders"] = tenders
-        name = store.get_setting("pharmacy.name")
-        if name:
-            doc["pharmacy"] = {"name": name,
-                               "address": store.get_setting("pharmacy.address") or ""}
+        header = pharmacy_header(store)
+        if header:
+            doc["pharmacy"] = header
     if job.kind == "rx_label":
         doc["label"] = _label_facts(conn, job, sale, patient_name)
     if job.kind == "refund" and job.refund_id is not None:
         doc["refund"] = refund_record(conn, job.refund_id)
     return doc
+
+
+def pharmacy_header(store: Store) -> dict[str, str] | None:
+    """The pharmacy's own name and address for the top of its paper, when set."""
+    name = store.get_setting("pharmacy.name")
+    if not name:
+        return None
+    return {"name": name, "address": store.get_setting("pharmacy.address") or ""}
+
+
+def day_report_document(store: Store, report: Mapping[str, Any]) -> tuple[PrintJob, dict[str, Any]]:
+    """The day report as a document for the receipt printer, with the job it prints as. Not
+    queued: a report is printed again by asking for it again."""
+    now = iso(store.clock())
+    job = PrintJob(job_id=new_id(), sale_id="", kind="day_report", line_no=None,
+                   reprint=False, status="printing", attempts=1, printer=None,
+                   error_code=None, error_message=None, created_at=now, updated_at=now,
+                   printed_at=None)
+    doc: dict[str, Any] = {"job": job.to_json(), "store_id": store.store_id,
+                           "report": dict(report)}
+    header = pharmacy_header(store)
+    if header:
+        doc["pharmacy"] = header
+    return job, doc
 
 
 def _label_facts(conn: sqlite3.Connection, job: PrintJob, sale: Mapping[str, Any],

@@ -16,11 +16,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import tzinfo
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pharmacy.clock import Clock, iso, utcnow
+from pharmacy.clock import Clock, iso, local_zone, utcnow, zone_named
 from pharmacy.errors import StoreError
 from pharmacy.ids import ReplicaId, new_id
 
@@ -174,6 +175,11 @@ class Store:
         return (int(row[0]), int(row[1]), int(row[2]))
 
     # ---- settings ------------------------------------------------------------------------
+    def time_zone(self, name: str | None = None) -> tzinfo:
+        """The zone ``name`` when given (it must exist: ``BAD_TIMEZONE``), else the store's
+        ``timezone`` setting, else UTC."""
+        return zone_named(name) if name else local_zone(self.get_setting("timezone"))
+
     def get_setting(self, key: str, default: str | None = None) -> str | None:
         row = self.conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
         return default if row is None else str(row[0])

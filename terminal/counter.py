@@ -26,11 +26,9 @@ from pharmacy import (
     rx,
     users,
 )
-from pharmacy.clock import iso
 from pharmacy.compliance import ComplianceGate
 from pharmacy.errors import BadInput, NotFound, PharmosError, UnknownProduct
 from pharmacy.gs1 import ScanData, parse_scan
-from pharmacy.ids import new_id
 from pharmacy.maintenance import IdleCheckpointer
 from pharmacy.money import fmt
 from pharmacy.phi import FileKeyProvider, KeyProvider, PhiVault
@@ -357,11 +355,9 @@ class Counter:
     def day_report(self) -> dict[str, Any]:
         """Today's end-of-day report, in the store's time zone."""
         from pharmacy import daybook
-        from pharmacy.clock import local_zone
 
         users.require(self.user, "day_report")
-        tz = local_zone(self.store.get_setting("timezone"))
-        out = daybook.day_report(self.store.conn, self.store.clock().astimezone(tz).date(), tz)
+        out = daybook.store_day_report(self.store)
         out["text"] = daybook.report_text(out)
         return out
 
@@ -371,18 +367,7 @@ class Counter:
         if self.receipt_printer is None:
             users.require(self.user, "day_report")
             return None
-        out = self.day_report()
-        now = iso(self.store.clock())
-        job = print_queue.PrintJob(
-            job_id=new_id(), sale_id="", kind="day_report", line_no=None, reprint=False,
-            status="printing", attempts=1, printer=self.receipt_printer.url, error_code=None,
-            error_message=None, created_at=now, updated_at=now, printed_at=None)
-        doc: dict[str, Any] = {"job": job.to_json(), "store_id": self.store.store_id,
-                               "report": out}
-        name = self.store.get_setting("pharmacy.name")
-        if name:
-            doc["pharmacy"] = {"name": name,
-                               "address": self.store.get_setting("pharmacy.address") or ""}
+        job, doc = print_queue.day_report_document(self.store, self.day_report())
         return PrintOutcome(job.job_id, "day_report", self.receipt_printer.submit(job, doc))
 
     # ---- refunds ------------------------------------------------------------------------------

@@ -133,9 +133,8 @@ def pmp_status(store: Store) -> PmpStatus | None:
         return None
     from datetime import timedelta
 
-    from pharmacy.clock import local_zone
 
-    tz = local_zone(store.get_setting("timezone"))
+    tz = store.time_zone()
     now = store.clock()
     st = mod.report_status(store.conn, now, tz,
                            since=now.astimezone(tz).date() - timedelta(days=PMP_WINDOW_DAYS))
@@ -214,7 +213,6 @@ def pmp_nightly(data_dir: str, today: Any = None) -> list[dict[str, Any]]:
     mod = _module("policy_cache.pmp")
     if mod is None:
         return []
-    from pharmacy.clock import local_zone
     from pharmacy.phi import FileKeyProvider, PhiVault
 
     with Store.open(data_dir) as store:
@@ -224,7 +222,7 @@ def pmp_nightly(data_dir: str, today: Any = None) -> list[dict[str, Any]]:
         vault = PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
         out: list[dict[str, Any]] = mod.write_due_reports(
             store, vault, user_id=user, outbox=outbox,
-            tz=local_zone(store.get_setting("timezone")), today=today)
+            tz=store.time_zone(), today=today)
         return out
 
 

@@ -7,9 +7,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pharmacy import catalog, checkout, inventory, refunds
+from pharmacy import catalog, checkout, inventory, print_queue, refunds
 from pharmacy import register as controlled_register
-from pharmacy.clock import iso
 from pharmacy.errors import BadInput, IntegrityFailure
 from pharmacy.sales import default_user
 from pharmacy.store import Store
@@ -239,20 +238,16 @@ def cmd_audit_review(args: argparse.Namespace) -> int:
 # ---- demo and bench -----------------------------------------------------------------------
 def cmd_report_day(args: argparse.Namespace) -> int:
     from pharmacy import daybook
-    from pharmacy.clock import local_zone, zone_named
 
+    day = None
+    if args.date:
+        try:
+            day = date.fromisoformat(args.date)
+        except ValueError:
+            raise BadInput(f"--date {args.date!r} is not a date YYYY-MM-DD",
+                           code="BAD_DATE") from None
     with _open(args) as store:
-        tz = zone_named(args.tz) if args.tz else local_zone(store.get_setting("timezone"))
-        if args.date:
-            try:
-                day = date.fromisoformat(args.date)
-            except ValueError:
-                raise BadInput(f"--date {args.date!r} is not a date YYYY-MM-DD",
-                               code="BAD_DATE") from None
-        else:
-            day = store.clock().astimezone(tz).date()
-        out = daybook.day_report(store.conn, day, tz)
-        out["store_id"] = store.store_id
+        out = daybook.store_day_report(store, day, store.time_zone(args.tz))
         if args.print:
             out["printed"] = _print_report(store, out, args.printer)
         emit(args, out, daybook.report_text(out))
@@ -277,11 +272,7 @@ def _print_report(store: Store, report: dict[str, Any], url: str | None) -> dict
     from hardware.backends import backend_for
     from hardware.printing import PrintWorker
 
-    doc = {"job": {"kind": "day_report", "created_at": iso(store.clock())},
-           "store_id": store.store_id, "report": report}
-    name = store.get_setting("pharmacy.name")
-    if name:
-        doc["pharmacy"] = {"name": name, "address": store.get_setting("pharmacy.address") or ""}
+    _, doc = print_queue.day_report_document(store, report)
     worker = PrintWorker(backend_for(pcfg.url, timeout=pcfg.timeout),
                          status_check=pcfg.status_check)
     try:

@@ -245,7 +245,7 @@ def cmd_pmp_report(args: argparse.Namespace) -> int:
         with _open(args) as store:
             vault = PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
             reports = pmp.write_due_reports(store, vault, user_id=args.user,
-                                            outbox=args.outbox, tz=_zone(store, args.tz))
+                                            outbox=args.outbox, tz=store.time_zone(args.tz))
         emit(args, {"reports": reports}, "\n".join(
             f"{r['file']}: {r['dispensings']} dispensing(s)" for r in reports)
             or "no day is due")
@@ -256,7 +256,7 @@ def cmd_pmp_report(args: argparse.Namespace) -> int:
     start = _date_arg(args.date_from, "--from")
     end = _date_arg(args.date_to, "--to") if args.date_to else start
     with _open(args) as store:
-        tz = _zone(store, args.tz)
+        tz = store.time_zone(args.tz)
         vault = PhiVault(store.conn, FileKeyProvider(store.data_dir), store.clock)
         out = pmp.write_report(store, vault, user_id=args.user, start=start, end=end, tz=tz,
                                out=args.out, production=not args.test,
@@ -269,18 +269,11 @@ def cmd_pmp_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _zone(store: Store, name: str | None) -> Any:
-    """``--tz`` when given (it must exist), else the store's ``timezone`` setting, else UTC."""
-    from pharmacy.clock import local_zone, zone_named
-
-    return zone_named(name) if name else local_zone(store.get_setting("timezone"))
-
-
 def cmd_pmp_status(args: argparse.Namespace) -> int:
     from policy_cache import pmp
 
     with _open(args) as store:
-        out = pmp.report_status(store.conn, store.clock(), _zone(store, args.tz))
+        out = pmp.report_status(store.conn, store.clock(), store.time_zone(args.tz))
     un = out["unreported"]
     emit(args, out, f"{un['dispensings']} controlled dispensing(s) not reported"
          + (f" (days {', '.join(un['days'])})" if un["days"] else "")
