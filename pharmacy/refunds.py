@@ -116,12 +116,10 @@ def refundable(conn: sqlite3.Connection, sale_id: str, today: date) -> dict[str,
     for ln in lines:
         p = catalog.lookup(conn, ln.ndc)
         left = ln.qty - ln.refunded_qty
-        back = _restock_from(ln, left)
         out.append({"line_no": ln.line_no, "ndc": ln.ndc, "name": p.name, "qty": ln.qty,
                     "refunded": ln.refunded_qty, "refundable": left,
                     "unit_price": fmt(ln.unit_price_cents),
-                    "restockable": restockable(p) and not any(
-                        _lot_problem(conn, b, exp, today) for b, _, exp, _ in back)})
+                    "restockable": _may_restock(conn, p, ln, left, today)})
     paid_by = _paid_by(conn, sale_id)
     return {"sale_id": sale_id, "total": fmt(int(sale["total_cents"])),
             "paid": bool(paid_by), "paid_by": paid_by,
@@ -129,9 +127,10 @@ def refundable(conn: sqlite3.Connection, sale_id: str, today: date) -> dict[str,
 
 
 def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, reason: str,
-           lines: Sequence[Mapping[str, Any]] | None = None, reference: str | None = None
-           ) -> RefundResult:
-    """Refund a paid sale: every unit not refunded yet (``lines`` None), or the lines and
+           lines: Sequence[Mapping[str, Any]] | None = None, reference: str | None = None,
+           restock_sealed: bool = False) -> RefundResult:
+    """Refund a paid sale: every unit not refunded yet (``lines`` None; ``restock_sealed``
+    puts those of every line that may go back on the shelf back), or the lines and
     quantities given (``[{"line_no", "qty", "restock"}]``; ``restock`` puts sealed OTC units
     back into the lots they were sold from). One transaction; cash or card."""
     if not isinstance(user, Mapping):
@@ -170,6 +169,9 @@ def refund(store: Store, user: Mapping[str, Any], sale_id: str, *, method: str, 
                 paid_by=paid_by)
         by_no = {ln.line_no: ln for ln in sold}
         wanted = _wanted(lines, by_no)
+        if lines is None and restock_sealed:
+            wanted = [(n, q, _may_restock(c, catalog.lookup(c, by_no[n].ndc), by_no[n], q,
+                                          today)) for n, q, _ in wanted]
         out: list[RefundLine] = []
         adds: list[tuple[str, int]] = []  # (batch_id, units back)
         for line_no, qty, restock in wanted:
@@ -354,6 +356,14 @@ def _restock_from(ln: _SoldLine, qty: int) -> tuple[tuple[str, str, str, int], .
         out.append((batch_id, lot, expiry, q))
         qty -= q
     return tuple(out)
+
+
+def _may_restock(conn: sqlite3.Connection, product: catalog.Product, ln: _SoldLine, qty: int,
+                 today: date) -> bool:
+    """Whether ``qty`` sealed units of the line may go back on the shelf: the product may,
+    and no lot they would go back to is recalled, quarantined or expired on ``today``."""
+    return restockable(product) and not any(
+        _lot_problem(conn, b, exp, today) for b, _, exp, _ in _restock_from(ln, qty))
 
 
 def _lot_problem(conn: sqlite3.Connection, batch_id: str, expiry: str, today: date

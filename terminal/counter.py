@@ -381,12 +381,8 @@ class Counter:
         receipt prints); sealed OTC units go back on the shelf when ``restock_sealed``. The
         refund slip prints after the refund committed; a cash refund opens the drawer."""
         users.require(self.user, "refund_sale")
-        left = refunds.refundable(self.store.conn, sale_id, self.store.clock().date())
-        lines = [{"line_no": ln["line_no"], "qty": ln["refundable"],
-                  "restock": restock_sealed and ln["restockable"]}
-                 for ln in left["lines"] if ln["refundable"]]
-        result = refunds.refund(self.store, self.user, left["sale_id"], method=method,
-                                reason=reason, reference=reference, lines=lines or None)
+        result = refunds.refund(self.store, self.user, sale_id, method=method, reason=reason,
+                                reference=reference, restock_sealed=restock_sealed)
         self.last_refund = (result.sale_id, result.refund_id)
         slip = self._print(result.sale_id, "refund", refund_id=result.refund_id)
         drawer = False
