@@ -118,7 +118,6 @@ def cmd_sale(args: argparse.Namespace) -> int:
         req.setdefault("user", default_user())
         method = str(tender.get("method"))
         tendered, reference = tender.get("tendered"), tender.get("reference")
-        checkout.tender_for(method, 0, tendered, reference)  # a bad tender sells nothing
         paid = checkout.checkout(wiring.dispenser(store), req, lambda total: checkout.tender_for(
             method, total, tendered, reference))
         out = paid.to_json()
