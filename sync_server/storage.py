@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from pydantic_core import from_json, to_json
 
 from crdt.shared_doc import DOCS
-from pharmacy.canonical import canonical_json
+from pharmacy.canonical import canonical_json, is_utf8_text
 from pharmacy.catalog import Product, product_from_json
 from pharmacy.clock import Clock, iso, parse_iso, utcnow
 from pharmacy.errors import BadInput
@@ -222,38 +222,32 @@ _EVENT_COLUMNS = ("tenant_id", "store_id", "event_id", "replica_id", "local_seq"
                   "received_at")
 
 
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
 def _has_nul(value: Any) -> bool:
     """Whether a parsed JSON value holds a NUL character in any string (key or value)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
+    return any("\x00" in s for s in _strings(value))
 
 
 def _not_storable_text(value: Any) -> str | None:
     """Why a parsed JSON value cannot be stored as text (a NUL, which PostgreSQL text cannot
     hold; a lone surrogate, which is not UTF-8), or None."""
-    if isinstance(value, str):
-        if "\x00" in value:
+    for s in _strings(value):
+        if "\x00" in s:
             return "holds a NUL character (\\u0000)"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
+        if not is_utf8_text(s):
             return "holds text that is not UTF-8 (a lone surrogate escape such as \\ud800)"
-        return None
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            why = _not_storable_text(k) or _not_storable_text(v)
-            if why:
-                return why
-    elif isinstance(value, list | tuple):
-        for v in value:
-            why = _not_storable_text(v)
-            if why:
-                return why
     return None
 
 
